@@ -1,0 +1,1 @@
+"""Datasets: the GeneExpressionDataset container, AnnData conversion, synthetic and built-in loaders."""

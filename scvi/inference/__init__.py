@@ -1,0 +1,1 @@
+"""Inference: the training loop (Trainer and its subclasses) and Posterior objects."""

@@ -1,0 +1,1 @@
+"""Models: likelihoods, distributions, network blocks and the generative models."""
