@@ -1,1 +1,7 @@
 """Models: likelihoods, distributions, network blocks and the generative models."""
+from .classifier import Classifier
+from .vae import LDVAE, VAE
+from .vaec import VAEC
+from .totalvi import TOTALVI
+
+__all__ = ["VAE", "LDVAE", "VAEC", "Classifier", "TOTALVI"]

@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 
+from scvi.models._base import check_option
+from scvi.models._base import kl_normal
 from scvi.models.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial  # noqa: F401 (legacy re-export)
 from scvi.models.log_likelihood import log_mixture_nb, log_nb_positive, log_zinb_positive
 from scvi.models.modules import DecoderTOTALVI, EncoderTOTALVI
@@ -41,17 +43,6 @@ class TotalVILosses(NamedTuple):
     kl_div_z: torch.Tensor
     kl_div_l_gene: torch.Tensor
     kl_div_back_pro: torch.Tensor
-
-
-def _check_option(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
-
-
-def _normal_kl(mu_q: torch.Tensor, var_q: torch.Tensor, mu_p, std_p) -> torch.Tensor:
-    """Elementwise KL(N(mu_q, var_q) || N(mu_p, std_p**2)) (no distribution-object overhead)."""
-    var_p = std_p**2 if torch.is_tensor(std_p) else torch.as_tensor(std_p**2, dtype=mu_q.dtype)
-    return 0.5 * (torch.log(var_p) - torch.log(var_q) + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0)
 
 
 class TOTALVI(nn.Module):
@@ -118,10 +109,10 @@ class TOTALVI(nn.Module):
         encoder_batch: bool = True,
     ):
         super().__init__()
-        _check_option("gene_dispersion", gene_dispersion, _GENE_DISPERSIONS)
-        _check_option("protein_dispersion", protein_dispersion, _PROTEIN_DISPERSIONS)
-        _check_option("reconstruction_loss_gene", reconstruction_loss_gene, _GENE_LIKELIHOODS)
-        _check_option("latent_distribution", latent_distribution, _LATENT_DISTRIBUTIONS)
+        check_option("gene_dispersion", gene_dispersion, _GENE_DISPERSIONS)
+        check_option("protein_dispersion", protein_dispersion, _PROTEIN_DISPERSIONS)
+        check_option("reconstruction_loss_gene", reconstruction_loss_gene, _GENE_LIKELIHOODS)
+        check_option("latent_distribution", latent_distribution, _LATENT_DISTRIBUTIONS)
         for name, value in (("n_input_genes", n_input_genes), ("n_input_proteins", n_input_proteins)):
             if int(value) < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
@@ -459,12 +450,10 @@ class TOTALVI(nn.Module):
         mask = self.protein_mask_for(batch_index)
         reconst_loss_gene, reconst_loss_protein = self.get_reconstruction_loss(x, y, px_, py_, mask)
 
-        kl_div_z = _normal_kl(outputs["qz_m"], outputs["qz_v"], 0.0, 1.0).sum(dim=1)
-        kl_div_l_gene = _normal_kl(
-            outputs["ql_m"], outputs["ql_v"], local_l_mean_gene, torch.sqrt(local_l_var_gene)
-        ).sum(dim=1)
+        kl_div_z = kl_normal(outputs["qz_m"], outputs["qz_v"]).sum(dim=1)
+        kl_div_l_gene = kl_normal(outputs["ql_m"], outputs["ql_v"], local_l_mean_gene, local_l_var_gene).sum(dim=1)
         prior = outputs["back_mean_prior"]
-        kl_back = _normal_kl(py_["back_alpha"], py_["back_beta"] ** 2, prior.loc, prior.scale)
+        kl_back = kl_normal(py_["back_alpha"], py_["back_beta"] ** 2, prior.loc, prior.scale**2)
         if mask is not None:
             kl_back = kl_back * mask
         return TotalVILosses(reconst_loss_gene, reconst_loss_protein, kl_div_z, kl_div_l_gene, kl_back.sum(dim=1))
