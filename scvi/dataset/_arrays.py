@@ -69,7 +69,7 @@ def remap_categories(
         mapping = np.asarray(mapping)
         new_mapping = np.empty(size, dtype=mapping.dtype)
         new_mapping[mapping_to.astype(np.int64)] = mapping[np.asarray(mapping_from).astype(np.int64)]
-        new_mappings[name] = new_mapping[:size]
+        new_mappings[name] = new_mapping
     return new_categories, n_categories, new_mappings
 
 

@@ -21,6 +21,11 @@ class CellTypesMixin:
     def cell_types_to_labels(self, cell_types: Union[List[str], np.ndarray]) -> np.ndarray:
         """Labels of the given cell type names.
 
+        Parameters
+        ----------
+        cell_types
+            Cell type names, shape ``(n,)``.
+
         Returns
         -------
         numpy.ndarray
@@ -55,6 +60,11 @@ class CellTypesMixin:
     def filter_cell_types(self, cell_types: Union[List[str], List[int], np.ndarray]) -> None:
         """Keep the cells whose cell type is in ``cell_types`` (names or integer labels).
 
+        Parameters
+        ----------
+        cell_types
+            Names (str) or labels (int) of the cell types to keep.
+
         Raises
         ------
         ValueError
@@ -76,6 +86,13 @@ class CellTypesMixin:
 
         The new label is ``len(cell_types)`` (appended); the old names stay with ``#merged``
         appended (call ``remap_categorical_attributes`` to drop them).
+
+        Parameters
+        ----------
+        cell_types
+            Names or labels of the cell types to merge.
+        new_cell_type_name
+            Name of the merged cell type.
 
         Raises
         ------
@@ -111,6 +128,11 @@ class CellTypesMixin:
         """Reorder the cell types: ``new_order`` first, the others after in their current order.
 
         Labels are renumbered accordingly.
+
+        Parameters
+        ----------
+        new_order
+            Cell type names to put first, in this order.
 
         Raises
         ------

@@ -78,6 +78,11 @@ class FilteringMixin:
     def filter_cells_by_count(self, min_count: int = 1) -> None:
         """Keep the cells whose total count is at least ``min_count``.
 
+        Parameters
+        ----------
+        min_count
+            Minimum total count of a kept cell.
+
         Raises
         ------
         ValueError
@@ -90,6 +95,13 @@ class FilteringMixin:
 
     def filter_cells_by_attribute(self, values_to_keep: Union[List, np.ndarray], on: str = "labels") -> None:
         """Keep the cells whose attribute ``on`` takes one of ``values_to_keep``.
+
+        Parameters
+        ----------
+        values_to_keep
+            Accepted values of the attribute.
+        on
+            Name of a registered cell attribute (``labels`` by default).
 
         Raises
         ------
@@ -239,6 +251,13 @@ class FilteringMixin:
     def filter_genes_by_count(self, min_count: int = 1, per_batch: bool = False) -> None:
         """Keep the genes with a total count of at least ``min_count`` (in every batch if ``per_batch``).
 
+        Parameters
+        ----------
+        min_count
+            Minimum total count of a kept gene.
+        per_batch
+            Require ``min_count`` within every batch instead of overall.
+
         Raises
         ------
         ValueError
@@ -256,6 +275,13 @@ class FilteringMixin:
 
     def filter_genes_by_attribute(self, values_to_keep: Union[List, np.ndarray], on: str = "gene_names") -> None:
         """Keep the genes whose attribute ``on`` (``gene_names`` by default) is in ``values_to_keep``.
+
+        Parameters
+        ----------
+        values_to_keep
+            Accepted values of the attribute.
+        on
+            Name of a registered gene attribute.
 
         Raises
         ------
@@ -302,6 +328,13 @@ class FilteringMixin:
         """Indices of ``genes`` given by their ``on`` attribute (``gene_names`` by default).
 
         Integers are returned as they are (after a range check).
+
+        Parameters
+        ----------
+        genes
+            Gene names (or values of ``on``), or integer indices.
+        on
+            Gene attribute to look the genes up in.
 
         Returns
         -------

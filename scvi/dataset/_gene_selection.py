@@ -21,7 +21,9 @@ With several batches, genes are scored within each batch and merged as scanpy do
 ``batch_key``: dispersion flavors rank genes by the number of batches in which they are highly
 variable, then by mean normalised dispersion; ``seurat_v3`` ranks genes by their median rank
 among the batches where they are in the top ``n_top_genes``, then by that number of batches.
-Ties are broken by gene order (scanpy's order among exact ties is not specified).
+Exact ties: with ``n_top_genes``, the dispersion modes keep every gene tied with the last one
+(as scanpy); ``seurat_v3`` ranks tied genes with numpy's default sort, as scanpy does, so both
+pick the same genes; ``variance`` and the merging of batches break ties by gene order.
 
 A sparse ``X`` is never densified: every statistic is computed from the stored entries.
 """

@@ -208,6 +208,14 @@ class RegistryMixin:
     def initialize_gene_attribute(self, attribute_name: str, attribute) -> None:
         """Set and register a gene-wise attribute (e.g. gene names), filtered with the genes.
 
+        Parameters
+        ----------
+        attribute_name
+            Name of the attribute; a protected name or the name of a cell attribute gets the
+            suffix ``_gene``.
+        attribute
+            Values, first dimension ``nb_genes``.
+
         Raises
         ------
         ValueError

@@ -39,7 +39,8 @@ def seurat_v3_statistics(X: Matrix, batches=None, n_top_genes: int = 2000, span:
         variable; NaN when the gene is in no top list).
     """
     norm_vars = _seurat_v3_norm_vars(X, batches, span)
-    ranks = np.argsort(np.argsort(-norm_vars, axis=1, kind="stable"), axis=1).astype(np.float64)
+    # numpy's default (unstable) sort orders exact ties as scanpy does
+    ranks = np.argsort(np.argsort(-norm_vars, axis=1), axis=1).astype(np.float64)
     in_top = ranks < n_top_genes
     ranks[~in_top] = np.nan
     any_top = in_top.any(axis=0)
@@ -56,7 +57,11 @@ def seurat_v3_statistics(X: Matrix, batches=None, n_top_genes: int = 2000, span:
 
 
 def seurat_v3_mask(X: Matrix, batches, n_top_genes: int, span: float) -> np.ndarray:
-    """Boolean mask of the genes scanpy's ``flavor="seurat_v3"`` selects (``batches`` as in :func:`seurat_v3_statistics`)."""
+    """Boolean mask of the genes scanpy's ``flavor="seurat_v3"`` selects.
+
+    Genes are sorted by median rank (ascending, NaN last), then by number of batches (descending);
+    ``batches`` is as in :func:`seurat_v3_statistics`.
+    """
     stats = seurat_v3_statistics(X, batches, n_top_genes, span)
     rank = stats["highly_variable_rank"].fillna(np.inf).to_numpy()
     order = np.lexsort((-stats["highly_variable_nbatches"].to_numpy(), rank))
@@ -95,7 +100,8 @@ def seurat_v3_highly_variable_genes(adata, n_top_genes: int = 4000, batch_key: s
     batches = None if batch_key is None else split_batches(np.asarray(adata.obs[batch_key]), X.shape[0])
     norm_vars = _seurat_v3_norm_vars(X, batches, span=0.3)
     # as in scVI 0.6: ascending ranks (the most variable gene has rank n_genes - 1)
-    ranks = np.argsort(np.argsort(norm_vars, axis=1, kind="stable"), axis=1, kind="stable")
+    # numpy's default (unstable) sort orders exact ties as scVI 0.6 did
+    ranks = np.argsort(np.argsort(norm_vars, axis=1), axis=1)
     n_batches_high = (ranks >= X.shape[1] - n_top_genes).sum(axis=0)
     median_rank = np.median(ranks, axis=0)
     order = np.lexsort((-median_rank, -n_batches_high))

@@ -71,7 +71,7 @@ def as_categorical_column(values, n_cells: int, name: str) -> np.ndarray:
     if sp_sparse.issparse(values):
         values = values.toarray()
     array = np.asarray(values)
-    if array.dtype == object:
+    if array.dtype.kind in "OUS":  # numbers stored as objects or strings ("0", "1") are accepted
         try:
             array = array.astype(np.float64)
         except (TypeError, ValueError):
@@ -106,7 +106,7 @@ def as_str_array(values: Sequence, min_width: int) -> np.ndarray:
     return array.astype(f"<U{width}")
 
 
-def make_unique(names: np.ndarray, what: str = "gene names") -> np.ndarray:
+def make_unique(names: np.ndarray, what: str = "gene names", min_width: int = 64) -> np.ndarray:
     """Append ``-1``, ``-2``, … to repeated names (as ``AnnData.var_names_make_unique``), with a warning."""
     names = np.asarray(names)
     unique, counts = np.unique(names, return_counts=True)
@@ -119,22 +119,21 @@ def make_unique(names: np.ndarray, what: str = "gene names") -> np.ndarray:
         UserWarning,
         stacklevel=3,
     )
-    seen = set(names.tolist())
-    occurrences = {}
+    taken = set(names.tolist())
+    last_suffix = {}
     result = names.tolist()
     for i, name in enumerate(result):
-        if name not in occurrences:
-            occurrences[name] = 0
+        if name not in last_suffix:
+            last_suffix[name] = 0
             continue
-        suffix = occurrences[name]
-        candidate = name
-        while candidate in seen:
+        suffix, candidate = last_suffix[name], name
+        while candidate in taken:
             suffix += 1
             candidate = f"{name}-{suffix}"
-        occurrences[name] = suffix
-        seen.add(candidate)
+        last_suffix[name] = suffix
+        taken.add(candidate)
         result[i] = candidate
-    return as_str_array(result, min_width=names.dtype.itemsize // 4 if names.dtype.kind == "U" else 1)
+    return as_str_array(result, min_width=min_width)
 
 
 def resolve_index(subset, size: int, name: str, what: str) -> np.ndarray:

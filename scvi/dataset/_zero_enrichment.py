@@ -77,7 +77,7 @@ def poisson_zero_statistics(
 def _rank_zero_enrichment(enrichment: np.ndarray, n_top_genes: int):
     """Legacy ranking: batches where the gene is in the top list, then median (ascending) rank."""
     n_genes = enrichment.shape[1]
-    ranks = np.argsort(np.argsort(enrichment, axis=1, kind="stable"), axis=1, kind="stable")
+    ranks = np.argsort(np.argsort(enrichment, axis=1), axis=1)  # as scVI 0.6, ties included
     n_batches_top = (ranks >= n_genes - n_top_genes).sum(axis=0)
     median_rank = np.median(ranks, axis=0)
     order = np.lexsort((-median_rank, -n_batches_top))

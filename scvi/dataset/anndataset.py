@@ -41,7 +41,21 @@ def populate_from_anndata(
     use_raw: bool = False,
     cell_measurements_col_mappings: Optional[Dict[str, str]] = None,
 ) -> None:
-    """Populate ``dataset`` from an AnnData (shared by ``AnnDatasetFromAnnData`` and the loaders)."""
+    """Populate ``dataset`` from an AnnData (shared by ``AnnDatasetFromAnnData`` and the loaders).
+
+    Cells without counts are removed at the end (as in scVI 0.6).
+
+    Parameters
+    ----------
+    dataset
+        The dataset to fill.
+    ad
+        The ``anndata.AnnData`` (cells x genes).
+    batch_label, ctype_label, class_label, use_raw
+        See :func:`extract_data_from_anndata`.
+    cell_measurements_col_mappings
+        ``{obsm key: uns key of its column names}``.
+    """
     X, batch_indices, labels, gene_names, cell_types, obs, obsm, var, _, uns = extract_data_from_anndata(
         ad, batch_label=batch_label, ctype_label=ctype_label, class_label=class_label, use_raw=use_raw
     )

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ._download import DownloadableDataset, _download
 from ._safe_pickle import safe_load
+from .dataset import remap_categories  # noqa: F401 - legacy re-export of scvi.dataset.pbmc
 from .dataset10X import Dataset10X, tenx_source
 
 logger = logging.getLogger(__name__)

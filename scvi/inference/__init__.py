@@ -4,3 +4,9 @@ from .trainer import Trainer
 from .inference import AdapterTrainer, UnsupervisedTrainer
 from .posterior_utils import load_posterior
 from .total_inference import TotalPosterior, TotalTrainer
+from .annotation import (  # noqa: E402
+    AlternateSemiSupervisedTrainer,
+    ClassifierTrainer,
+    JointSemiSupervisedTrainer,
+    SemiSupervisedTrainer,
+)

@@ -26,15 +26,17 @@ __all__ = ["TotalPosterior"]
 TransformBatch = Optional[Union[int, Sequence[int]]]
 
 
-def _stack_samples(chunks: List[torch.Tensor], n_samples: int, give_mean: bool) -> np.ndarray:
-    """Concatenate per-minibatch outputs over cells: ``(n_cells, n_features)``, or
-    ``(n_cells, n_features, n_samples)`` when ``n_samples > 1`` and not ``give_mean``."""
-    if n_samples > 1:
-        values = torch.cat(chunks, dim=1).permute(1, 2, 0)
-        if give_mean:
-            values = values.mean(dim=-1)
-    else:
-        values = torch.cat(chunks, dim=0)
+def _stack_samples(chunks: List[torch.Tensor], n_samples: int, give_mean: bool, samples_last: bool = True) -> np.ndarray:
+    """Concatenate per-minibatch outputs over cells: ``(n_cells, n_features)``, or without
+    ``give_mean`` and ``n_samples > 1``: ``(n_cells, n_features, n_samples)`` (``samples_last``,
+    the totalVI convention) or ``(n_samples, n_cells, n_features)`` (the ``Posterior`` convention)."""
+    if n_samples == 1:
+        return torch.cat(chunks, dim=0).cpu().numpy()
+    values = torch.cat(chunks, dim=1)
+    if give_mean:
+        values = values.mean(dim=0)
+    elif samples_last:
+        values = values.permute(1, 2, 0)
     return values.cpu().numpy()
 
 
@@ -231,11 +233,13 @@ class TotalPosterior(Posterior):
         n_samples: int = 1,
         give_mean: bool = True,
         transform_batch: TransformBatch = None,
+        samples_last: bool = True,
     ) -> List[np.ndarray]:
         """Run ``model.inference`` over the cells and collect ``extract(outputs)``, averaged over ``transform_batch``.
 
         Each returned array is ``(n_cells, n_features)`` or, for ``n_samples > 1`` without
-        ``give_mean``, ``(n_cells, n_features, n_samples)``.
+        ``give_mean``, ``(n_cells, n_features, n_samples)`` (``(n_samples, n_cells, n_features)``
+        when not ``samples_last``).
         """
         batches = _as_batch_list(transform_batch)
         chunks: List[List[torch.Tensor]] = []
@@ -245,7 +249,7 @@ class TotalPosterior(Posterior):
                 values = extract(self._inference(tensors, n_samples=n_samples, transform_batch=b))
                 total = list(values) if total is None else [t + v for t, v in zip(total, values)]
             chunks.append([(t / len(batches)).cpu() for t in total])
-        return [_stack_samples(list(parts), n_samples, give_mean) for parts in zip(*chunks)]
+        return [_stack_samples(list(parts), n_samples, give_mean, samples_last) for parts in zip(*chunks)]
 
     @torch.no_grad()
     def get_protein_background_mean(self) -> np.ndarray:
@@ -354,8 +358,8 @@ class TotalPosterior(Posterior):
         include_bg
             Include the background component of protein expression.
         n_samples, return_mean
-            Posterior samples per cell and whether to average them (otherwise a trailing
-            ``n_samples`` axis is returned).
+            Posterior samples per cell and whether to average them (otherwise the shape is
+            ``(n_samples, n_cells, n_genes + n_proteins)``, as for ``Posterior.get_sample_scale``).
         """
 
         def extract(out):
@@ -370,7 +374,7 @@ class TotalPosterior(Posterior):
                 pro_value = torch.nn.functional.normalize(pro_value, p=1, dim=-1)
             return (torch.cat([px_["scale"], pro_value + eps], dim=-1),)
 
-        return self._per_cell(extract, n_samples, return_mean, transform_batch)[0]
+        return self._per_cell(extract, n_samples, return_mean, transform_batch, samples_last=False)[0]
 
     # ------------------------------------------------------------------ sampling
     @staticmethod

@@ -28,7 +28,8 @@ from ._autotune.logs import DispatchHandler, ProgressListener, StoppableThread, 
 from ._autotune.mongo import MongoJobs4, MongoTrials4
 from ._autotune.objective import check_space, default_space, fixed_kwargs, objective_function
 from ._autotune.search import search_parallel, search_sequential
-from ._autotune.workers import HyperoptWorker, WorkerLauncherThread, worker_main
+from ._autotune.launcher import WorkerLauncherThread
+from ._autotune.workers import HyperoptWorker, worker_main
 from .inference import UnsupervisedTrainer
 from .trainer import Trainer
 
@@ -241,7 +242,10 @@ def _build_objective(
         space = default_space()
     check_space(space)
     fixed = fixed_kwargs(model_specific_kwargs, trainer_specific_kwargs, train_func_specific_kwargs)
-    logger.info("Fixed parameters: \nmodel: \n%s\ntrainer: \n%s\ntrain method: \n%s", fixed["model"], fixed["trainer"], fixed["train_func"])
+    logger.info(
+        "Fixed parameters: \nmodel: \n%s\ntrainer: \n%s\ntrain method: \n%s",
+        fixed["model"], fixed["trainer"], fixed["train_func"],
+    )
     objective = partial(
         objective_function,
         gene_dataset=gene_dataset,
@@ -289,7 +293,11 @@ def _save_results(save_path: Path, exp_key: str, trials, best_trainer) -> None:
             with atomic_write(save_path / f"best_trainer_{exp_key}") as handle:
                 pickle.dump(best_trainer, handle)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            warnings.warn(f"the best trainer could not be pickled ({exc}); its model weights were saved", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"the best trainer could not be pickled ({exc}); its model weights were saved",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     logger.debug("Pickling Trials object")
     with atomic_write(save_path / f"trials_{exp_key}") as handle:
         pickle.dump(trials, handle)
@@ -307,4 +315,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import os
+    import sys
+
+    _code = main()
+    # a worker's work is saved: skip the interpreter teardown (torch's alone takes seconds)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_code)

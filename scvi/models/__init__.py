@@ -3,5 +3,6 @@ from .classifier import Classifier
 from .vae import LDVAE, VAE
 from .vaec import VAEC
 from .totalvi import TOTALVI
+from .scanvi import SCANVI
 
-__all__ = ["VAE", "LDVAE", "VAEC", "Classifier", "TOTALVI"]
+__all__ = ["VAE", "LDVAE", "VAEC", "Classifier", "TOTALVI", "SCANVI"]

@@ -53,64 +53,90 @@ def digamma(v: torch.Tensor) -> torch.Tensor:
     return torch.log(w).sub_(inv, alpha=0.5).add_(series).sub_(acc)
 
 
+_LOG_FACTORIAL_SIZE = 1 << 14
+_log_factorial_tables = {}
+
+
+def log_factorial(x: torch.Tensor) -> torch.Tensor:
+    """``lgamma(x + 1)``; for integer counts below 16384, read from a table (much faster on the CPU)."""
+    if x.numel() and x.is_floating_point() and not x.requires_grad:
+        as_int = x.to(torch.int32)
+        if 0 <= int(as_int.min()) and int(as_int.max()) < _LOG_FACTORIAL_SIZE and torch.equal(as_int.to(x.dtype), x):
+            key = (x.device, x.dtype)
+            table = _log_factorial_tables.get(key)
+            if table is None:
+                table = torch.lgamma(torch.arange(_LOG_FACTORIAL_SIZE, dtype=torch.float64) + 1).to(x.device, x.dtype)
+                _log_factorial_tables[key] = table
+            return table.index_select(0, as_int.reshape(-1)).view(x.shape)
+    return torch.lgamma(x + 1)
+
+
 class _NBFamilyLogLik(torch.autograd.Function):
     """Element-wise NB / ZINB log-likelihood with a hand-written backward pass.
 
     Autograd through the formula keeps a dozen intermediate tensors and differentiates
-    ``lgamma`` with ``torch.digamma`` (slow on the CPU); the closed-form gradients below need a
-    few element-wise passes. ``pi is None`` gives the negative binomial.
+    ``lgamma`` with ``torch.digamma`` (slow on the CPU); here the forward pass works in place on
+    a few buffers and the closed-form gradients need a few element-wise passes.
+    ``pi is None`` gives the negative binomial.
+
+    With ``a = theta * log(theta / (theta + mu))`` (log NB(0)), ``sp = softplus``:
+    ``log NB(x) = a + x log(mu / (theta + mu)) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)``;
+    ZINB: ``sp(a - pi) - sp(-pi)`` at zero counts, ``log NB(x) - sp(pi)`` elsewhere.
     """
 
     @staticmethod
     def forward(ctx, x, mu, theta, pi, eps):
-        t = theta + mu + eps
+        ctx.eps = eps
+        ctx.shapes = (mu.shape, theta.shape, None if pi is None else pi.shape)
+        # Work on the full shape; a row of per-gene theta stays a row (the common fast path).
+        shape = torch.broadcast_shapes(x.shape, mu.shape, theta.shape, *(() if pi is None else (pi.shape,)))
+        x, mu = x.expand(shape), mu.expand(shape)
+        pi = None if pi is None else pi.expand(shape)
+        theta_eps = theta + eps
+        t = mu + theta_eps  # theta + mu + eps
         log_t = torch.log(t)
-        d = torch.log(theta + eps) - log_t
+        log_nb = torch.add(mu, eps).log_().sub_(log_t).mul_(x)
+        log_nb.add_(torch.add(x, theta).lgamma_()).sub_(log_factorial(x)).sub_(torch.lgamma(theta))
+        d = log_t.neg_().add_(torch.log(theta_eps))  # log(theta + eps) - log(t), in place
         log_nb_zero = theta * d
-        lgamma_x_plus_1 = torch.lgamma(x + 1)
-        log_nb = (
-            log_nb_zero
-            + x * (torch.log(mu + eps) - log_t)
-            + (torch.lgamma(x + theta) - torch.lgamma(theta) - lgamma_x_plus_1)
-        )
+        log_nb.add_(log_nb_zero)
         if pi is None:
-            ctx.save_for_backward(x, mu, theta, t, d)
-            ctx.eps = eps
+            ctx.save_for_backward(x, mu, theta, t, d, None, None, None)
             return log_nb
         zero = (x < eps).to(log_nb.dtype)
-        softplus_neg_pi = F.softplus(-pi)
-        # zero counts: log(p + (1 - p) NB(0)); otherwise log(1 - p) + log NB(x); p = sigmoid(pi)
-        case_zero = F.softplus(log_nb_zero - pi) - softplus_neg_pi
-        case_non_zero = log_nb - pi - softplus_neg_pi
-        # the non-zero case is finite at zero counts, so blending with the mask is safe
-        res = case_non_zero + zero * (case_zero - case_non_zero)
+        # case_zero - case_non_zero = sp(a - pi) + pi - log NB(x)   (sp(-pi) = sp(pi) - pi)
+        diff = F.softplus(log_nb_zero - pi).add_(pi).sub_(log_nb)
+        # case_non_zero = log NB(x) - sp(pi) is finite at zero counts, so the mask blend is safe
+        res = log_nb.sub_(F.softplus(pi)).addcmul_(zero, diff)
         ctx.save_for_backward(x, mu, theta, t, d, pi, log_nb_zero, zero)
-        ctx.eps = eps
         return res
 
     @staticmethod
     def backward(ctx, grad):
         eps = ctx.eps
-        if len(ctx.saved_tensors) == 5:
-            x, mu, theta, t, d = ctx.saved_tensors
-            pi = None
+        mu_shape, theta_shape, pi_shape = ctx.shapes
+        x, mu, theta, t, d, pi, log_nb_zero, zero = ctx.saved_tensors
+        grad_mu = grad_theta = grad_pi = None
+        if pi is None:
             grad_a = grad
         else:
-            x, mu, theta, t, d, pi, log_nb_zero, zero = ctx.saved_tensors
-            # q = 1 - d log(ZINB(0)) / d log NB(0) at zero counts, 0 elsewhere
-            q = zero * torch.sigmoid(pi - log_nb_zero)
-            grad_a = grad - grad * q
+            # q = 1 - d log ZINB(0) / d log NB(0) at zero counts, 0 elsewhere
+            q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(zero)
+            grad_a = torch.addcmul(grad, grad, q, value=-1.0)
+            if ctx.needs_input_grad[3]:
+                grad_pi = torch.sigmoid(pi).neg_().add_(q).mul_(grad).sum_to_size(pi_shape)
         r = torch.reciprocal(t)
-        grad_mu = grad_theta = grad_pi = None
         if ctx.needs_input_grad[1]:
-            grad_mu = grad * x * (torch.reciprocal(mu + eps) - r) - grad_a * theta * r
-            grad_mu = grad_mu.sum_to_size(mu.shape)
+            # d/dmu: x / (mu + eps) - x / t - theta / t (the last one scaled by grad_a)
+            grad_mu = torch.add(mu, eps).reciprocal_().sub_(r).mul_(x).mul_(grad)
+            grad_mu.addcmul_(grad_a * theta, r, value=-1.0)
+            grad_mu = grad_mu.sum_to_size(mu_shape)
         if ctx.needs_input_grad[2]:
-            d_log_nb_zero = d + theta * (torch.reciprocal(theta + eps) - r)
-            d_rest = digamma(x + theta) - digamma(theta) - x * r
-            grad_theta = (grad_a * d_log_nb_zero + grad * d_rest).sum_to_size(theta.shape)
-        if pi is not None and ctx.needs_input_grad[3]:
-            grad_pi = (grad * (q - torch.sigmoid(pi))).sum_to_size(pi.shape)
+            # d/dtheta of log NB(0): d + theta * (1 / (theta + eps) - 1 / t)
+            d_zero = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a)
+            # of the rest: digamma(x + theta) - digamma(theta) - x / t
+            d_rest = digamma(x + theta).sub_(digamma(theta)).addcmul_(x, r, value=-1.0).mul_(grad)
+            grad_theta = d_zero.add_(d_rest).sum_to_size(theta_shape)
         return None, grad_mu, grad_theta, grad_pi, None
 
 
@@ -233,9 +259,7 @@ def log_mixture_nb(
         # Shared dispersion: the lgamma terms are common to both components.
         theta = theta_1
         log_theta_eps = torch.log(theta + eps)
-        with torch.no_grad():
-            lgamma_x_plus_1 = torch.lgamma(x + 1)
-        common = torch.lgamma(x + theta) - torch.lgamma(theta) - lgamma_x_plus_1
+        common = torch.lgamma(x + theta) - torch.lgamma(theta) - log_factorial(x)
         log_theta_mu_1 = torch.log(theta + mu_1 + eps)
         log_theta_mu_2 = torch.log(theta + mu_2 + eps)
         log_nb_1 = theta * (log_theta_eps - log_theta_mu_1) + x * (torch.log(mu_1 + eps) - log_theta_mu_1) + common
@@ -262,9 +286,7 @@ def log_poisson(x: torch.Tensor, rate: torch.Tensor, eps: float = 1e-8) -> torch
     torch.Tensor
         Element-wise log-likelihood.
     """
-    with torch.no_grad():
-        lgamma_x_plus_1 = torch.lgamma(x + 1)
-    return x * torch.log(rate + eps) - rate - lgamma_x_plus_1
+    return x * torch.log(rate + eps) - rate - log_factorial(x)
 
 
 # --------------------------------------------------------------------------------------------

@@ -621,7 +621,7 @@ class DecoderTOTALVI(nn.Module):
         self.px_dropout_decoder_gene = head(n_output_genes)
         self.py_background_decoder = head(n_output_proteins)
 
-    def forward(self, z: torch.Tensor, library_gene: torch.Tensor, *cat_list: int):
+    def forward(self, z: torch.Tensor, library_gene: torch.Tensor, *cat_list: int, gene_dropout: bool = True):
         """Decode ``z``.
 
         Parameters
@@ -632,6 +632,9 @@ class DecoderTOTALVI(nn.Module):
             Library size, ``(n_cells, 1)``.
         cat_list
             Categorical covariates of the cells, each ``(n_cells, 1)``.
+        gene_dropout
+            Decode the zero-inflation logits of the genes (``px_["dropout"]`` is ``None`` otherwise;
+            a negative-binomial model skips them while training).
 
         Returns
         -------
@@ -659,7 +662,7 @@ class DecoderTOTALVI(nn.Module):
         py_["rate_fore"] = py_["rate_back"] * py_["fore_scale"]
 
         p_mixing_cat_z = torch.cat([self.sigmoid_decoder(z, *cat_list), z], dim=-1)
-        px_["dropout"] = self.px_dropout_decoder_gene(p_mixing_cat_z, *cat_list)
+        px_["dropout"] = self.px_dropout_decoder_gene(p_mixing_cat_z, *cat_list) if gene_dropout else None
         py_["mixing"] = self.py_background_decoder(p_mixing_cat_z, *cat_list)
 
         protein_mixing = torch.sigmoid(py_["mixing"])

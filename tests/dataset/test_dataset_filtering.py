@@ -262,3 +262,15 @@ def test_subsample_genes_modes_keep_planted_variable_genes(sparse, mode):
     de_genes = {f"gene_{i}" for i in np.flatnonzero(np.abs(planted.lfc).max(axis=0) > 0)}
     # 15 of 60 genes are DE: 15 random genes would hold 3.75 of them on average
     assert len(de_genes & set(dataset.gene_names.tolist())) >= 7
+
+
+def test_cell_types_to_labels_and_custom_categorical_attribute():
+    dataset = tagged(False)
+    assert dataset.cell_types_to_labels(["c", "a", "c"]).tolist() == [2, 0, 2]
+    dataset.initialize_cell_attribute("donor", np.array([7, 7, 3, 3, 9, 9]), categorical=True)
+    dataset.initialize_mapped_attribute("donor", "donor_names", np.array([f"d{i}" for i in range(10)]))
+    dataset.remap_categorical_attributes(["donor"])
+    assert dataset.donor.tolist() == [1, 1, 0, 0, 2, 2]
+    assert dataset.donor_names.tolist() == ["d3", "d7", "d9"]
+    dataset.update_cells([0, 1, 4])  # donor d3 disappears: remapped with its names
+    assert dataset.donor.tolist() == [0, 0, 1] and dataset.donor_names.tolist() == ["d7", "d9"]

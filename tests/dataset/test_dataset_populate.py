@@ -174,6 +174,11 @@ def test_setting_x_validates_and_recomputes_library_size():
         dataset.X = np.ones((4, 3))
 
 
+def test_numeric_strings_are_accepted_as_categories():
+    dataset = populated(np.ones((3, 2)), labels=np.array(["1", "0", "1"]), batch_indices=[2.0, 2.0, 0.0])
+    assert dataset.labels.ravel().tolist() == [1, 0, 1] and dataset.batch_indices.ravel().tolist() == [1, 1, 0]
+
+
 def test_labels_and_batch_setters_update_counts():
     dataset = populated(np.ones((4, 2)))
     dataset.labels = [0, 1, 1, 2]

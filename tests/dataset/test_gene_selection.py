@@ -177,6 +177,38 @@ def test_cutoffs_select_without_n_top_genes(mode):
     assert highly_variable_genes_indices(X, None, mode, max_mean=0.0).size == 0
 
 
+# --------------------------------------------------------------------------- poisson_zeros
+def test_poisson_zeros_selects_genes_with_excess_zeros():
+    from scvi.dataset._zero_enrichment import poisson_zero_statistics
+
+    X, planted = _counts_with_planted()
+    assert _select(X, planted.size, "poisson_zeros").tolist() == planted.tolist()
+    exact = poisson_zero_statistics(X, n_samples=None)
+    sampled = poisson_zero_statistics(sp_sparse.csr_matrix(X), n_samples=10000, minibatch_size=7, random_state=0)
+    np.testing.assert_allclose(exact["observed_fraction_zeros"], sampled["observed_fraction_zeros"])
+    np.testing.assert_allclose(exact["expected_fraction_zeros"], sampled["expected_fraction_zeros"], rtol=1e-10)
+    np.testing.assert_allclose(exact["prob_zero_enrichment"], sampled["prob_zero_enrichment"], atol=0.02)
+    # a Poisson gene has as many zeros as expected
+    background = np.setdiff1d(np.arange(X.shape[1]), planted)
+    gap = exact["observed_fraction_zeros"][0, background] - exact["expected_fraction_zeros"][0, background]
+    assert np.abs(gap).max() < 0.15
+
+
+def test_legacy_poisson_gene_selection_writes_var_columns():
+    anndata = pytest.importorskip("anndata")
+    from scvi.dataset._zero_enrichment import poisson_gene_selection
+
+    X, planted = _counts_with_planted(n_cells=200)
+    batches = np.arange(X.shape[0]) % 2
+    obs = pd.DataFrame({"batch": pd.Categorical(batches)}, index=[str(i) for i in range(X.shape[0])])
+    adata = anndata.AnnData(X=sp_sparse.csr_matrix(X), obs=obs)
+    poisson_gene_selection(adata, n_top_genes=planted.size, batch_key="batch", use_cuda=False, random_state=0)
+    assert np.flatnonzero(adata.var["highly_variable"]).tolist() == planted.tolist()
+    assert (adata.var["prob_zero_enriched_nbatches"].iloc[planted] == 2).all()
+    for column in ("observed_fraction_zeros", "expected_fraction_zeros", "prob_zero_enrichment"):
+        assert adata.var[column].between(0, 1).all()
+
+
 # --------------------------------------------------------------------------- bad input
 def test_unknown_mode_lists_the_modes():
     X, _ = _counts_with_planted(n_cells=20, n_genes=10, n_planted=0)

@@ -207,6 +207,15 @@ def test_csv_dataset_with_labels_and_batches(mirror, tmp_path):
     assert annotated.n_batches == 2
     subset = CsvDataset(filename, save_path=tmp_path, compression="gzip", subset_genes=[0, 2])
     assert subset.gene_names.tolist() == ["MOUSE_ACTB", "MOUSE_MALAT1"]
+    most_variable = CsvDataset(filename, save_path=tmp_path, compression="gzip", new_n_genes=5)
+    assert most_variable.nb_genes == 5
+
+    # integer labels that are not 0..K-1 keep their values as cell type names
+    clusters = np.where(np.arange(50) < 10, 7, 3)
+    pd.DataFrame({"cell": cells, "cluster": clusters}).to_csv(tmp_path / "ids.csv", index=False)
+    numeric = CsvDataset(filename, save_path=tmp_path, compression="gzip", labels_file="ids.csv")
+    assert list(numeric.cell_types) == ["3", "7"]
+    assert np.bincount(numeric.labels.ravel()).tolist() == [40, 10]
 
 
 # ------------------------------------------------------------------------------------------ hemato
@@ -313,3 +322,40 @@ def test_downloadable_anndataset(mirror, tmp_path, legacy_fixtures):
     assert dataset.gene_names.tolist() == list(ad.var_names)
     assert dataset.nb_cells == int((np.asarray(ad.X.sum(axis=1)).ravel() > 0).sum())
     shutil.rmtree(tmp_path)
+
+
+def test_loom_reader_decodes_escaped_strings_and_global_attribute_arrays(tmp_path):
+    from scvi.dataset._loom_io import read_loom
+
+    with h5py.File(tmp_path / "tiny.loom", "w") as f:
+        f["matrix"] = np.arange(6, dtype=np.float32).reshape(3, 2)
+        f["row_attrs/Gene"] = np.asarray([b"A&amp;B", b"C", b"D"])
+        f["col_attrs/ClusterID"] = np.asarray([0, 1])
+        f.attrs["CellTypes"] = np.asarray([b"T cell", b"B&lt;cell"])
+    contents = read_loom(tmp_path / "tiny.loom")
+    assert contents.row_attrs["Gene"].tolist() == ["A&B", "C", "D"]
+    assert contents.attrs["CellTypes"].tolist() == ["T cell", "B<cell"]
+    dataset = LoomDataset("tiny.loom", save_path=tmp_path)
+    assert dataset.gene_names.tolist() == ["A&B", "C", "D"]
+    assert list(dataset.cell_types) == ["T cell", "B<cell"]
+    np.testing.assert_array_equal(_dense(dataset.X), np.arange(6).reshape(3, 2).T)
+    with pytest.raises(ValueError, match="is not a loom file"):
+        with h5py.File(tmp_path / "empty.loom", "w"):
+            pass
+        LoomDataset("empty.loom", save_path=tmp_path)
+
+
+@pytest.mark.slow
+def test_brain_large_peak_memory_stays_within_three_times_the_result():
+    """The benchmark at 20,000 cells (the full 300,000-cell run is ``benchmarks/brain_large_memory.py``)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "brain_large_memory.py"
+    command = [sys.executable, str(script), "--n-cells", "20000"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)["scvi"]
+    assert report["shape"] == [20000, 720]
+    assert report["within_limit"], report

@@ -2,7 +2,9 @@
 server, the driver loop with in-process workers, argument checking and the sequential search."""
 import os
 import pickle
+import queue
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ pytest.importorskip("secantus")
 from hyperopt import hp  # noqa: E402
 from hyperopt.mongoexp import OperationFailure  # noqa: E402
 
-from scvi.inference._autotune.driver import _AdaptivePoll, run_fmin  # noqa: E402
+from scvi.inference._autotune.driver import FminTimeoutError, _AdaptivePoll, run_fmin  # noqa: E402
 from scvi.inference._autotune.mongo import (  # noqa: E402
     MongoJobs4,
     MongoTrials4,
@@ -22,8 +24,10 @@ from scvi.inference._autotune.mongo import (  # noqa: E402
     to_mongodb_uri,
     with_database,
 )
+from scvi.inference._autotune.search import _wait_for_result  # noqa: E402
 from scvi.inference._autotune.server import MongoServer  # noqa: E402
-from scvi.inference._autotune.workers import Worker, resolve_worker_counts, worker_main  # noqa: E402
+from scvi.inference._autotune.launcher import resolve_worker_counts  # noqa: E402
+from scvi.inference._autotune.workers import Worker, worker_main  # noqa: E402
 
 import _autotune_objectives as objectives  # noqa: E402
 
@@ -60,7 +64,7 @@ def _run_with_thread_workers(url, exp_key, fn, max_evals, n_workers=2):
     [
         ("localhost:1234/scvi_db", ("mongodb://localhost:1234/scvi_db", "scvi_db")),
         ("mongo://h:1/db/jobs", ("mongodb://h:1/db", "db")),
-        ("mongodb://u:p@h:1/other?authSource=admin&tls=true", ("mongodb://u:p@h:1/other?authSource=admin&tls=true", "other")),
+        ("mongodb://u:p@h:1/o?authSource=admin&tls=true", ("mongodb://u:p@h:1/o?authSource=admin&tls=true", "o")),
         ("mongodb://h:1", ("mongodb://h:1", "scvi_db")),
     ],
 )
@@ -68,7 +72,9 @@ def test_to_mongodb_uri(url, expected):
     assert to_mongodb_uri(url) == expected
 
 
-@pytest.mark.parametrize("bad, match", [("", "non-empty"), ("http://h:1/db", "scheme"), ("mongodb://h:notaport/db", "not a valid")])
+@pytest.mark.parametrize(
+    "bad, match", [("", "non-empty"), ("http://h:1/db", "scheme"), ("mongodb://h:notaport/db", "not a valid")]
+)
 def test_to_mongodb_uri_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         to_mongodb_uri(bad)
@@ -108,7 +114,8 @@ def test_failed_trial_keeps_traceback_and_search_goes_on(server):
 def test_stale_job_is_requeued_and_late_result_refused(server):
     url = _url(server)
     trials = MongoTrials4(url, exp_key="stale")
-    trials.insert_trial_docs(trials.new_trial_docs([0], [None], [{"status": "new"}], [{"tid": 0, "cmd": None, "idxs": {}, "vals": {}}]))
+    misc = {"tid": 0, "cmd": None, "idxs": {}, "vals": {}}
+    trials.insert_trial_docs(trials.new_trial_docs([0], [None], [{"status": "new"}], [misc]))
     handle = trials.handle
     job = handle.reserve(["ghost:1"], exp_key="stale")
     assert job is not None and handle.reserve(["other:2"], exp_key="stale") is None  # claimed once
@@ -169,6 +176,38 @@ def test_adaptive_poll_resets_on_change_and_backs_off():
     assert poll.next("b") == 0.01
 
 
+def test_worker_exits_after_reserve_timeout(server):
+    worker = Worker(_url(server), "nothing", reserve_timeout=0.3)
+    start = time.monotonic()
+    assert worker.run() == 0
+    assert 0.3 <= time.monotonic() - start < 10
+
+
+def test_fmin_timer_returns_without_workers(server):
+    trials = MongoTrials4(_url(server), exp_key="timer")
+    start = time.monotonic()
+    run_fmin(trials, objectives.quadratic, SPACE, max_evals=5, timeout=0.5, rstate=0)
+    assert time.monotonic() - start < 10
+    assert trials.count_by_state_unsynced(hyperopt.JOB_STATE_DONE) == 0
+
+
+def test_fmin_timeout_raised_when_workers_are_gone():
+    class Gone:
+        def is_alive(self):
+            return False
+
+    class Stuck:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    stuck = Stuck()
+    with pytest.raises(FminTimeoutError, match="had not finished 0.2 seconds after all workers exited"):
+        _wait_for_result(queue.Queue(), stuck, Gone(), fmin_timeout=0.2)
+    assert stuck.stopped
+
+
 def test_resolve_worker_counts():
     assert resolve_worker_counts(None, [], 1) == (os.cpu_count(), [])
     assert resolve_worker_counts(None, [0, 1], 2) == (0, [0, 1])
@@ -188,9 +227,12 @@ def test_worker_command_line_requires_url_and_key(capsys):
 def test_worker_command_line_runs_jobs(server):
     url = _url(server)
     trials = MongoTrials4(url, exp_key="cli")
-    thread = threading.Thread(target=lambda: run_fmin(trials, objectives.quadratic, SPACE, max_evals=4, rstate=1), daemon=True)
+    thread = threading.Thread(
+        target=lambda: run_fmin(trials, objectives.quadratic, SPACE, max_evals=4, rstate=1), daemon=True
+    )
     thread.start()
-    assert worker_main(["worker", "--mongo-url", url, "--exp-key", "cli", "--max-jobs", "4", "--reserve-timeout", "30"]) == 0
+    argv = ["worker", "--mongo-url", url, "--exp-key", "cli", "--max-jobs", "4", "--reserve-timeout", "30"]
+    assert worker_main(argv) == 0
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert len(trials.trials) == 4 and {t["result"]["pid"] for t in trials.trials} == {os.getpid()}
@@ -209,10 +251,18 @@ def autotune():
     [
         (dict(exp_key=""), ValueError, "`exp_key` must be a non-empty string"),
         (dict(exp_key="e"), ValueError, "`gene_dataset` is required"),
-        (dict(exp_key="e", custom_objective_hyperopt=objectives.quadratic, max_evals=0), ValueError, "`max_evals` must be a positive int"),
+        (
+            dict(exp_key="e", custom_objective_hyperopt=objectives.quadratic, max_evals=0),
+            ValueError,
+            "`max_evals` must be a positive int",
+        ),
         (dict(exp_key="e", custom_objective_hyperopt=3), TypeError, "`custom_objective_hyperopt` must be callable"),
-        (dict(exp_key="e", gene_dataset=object(), space={"model_kwargs": {}}), ValueError, "`space` keys must be among"),
-        (dict(exp_key="e", custom_objective_hyperopt=objectives.quadratic, n_cpu_workers=0, gpu_ids=[]), ValueError, "no worker to start"),
+        (dict(exp_key="e", gene_dataset=object(), space={"model_kwargs": {}}), ValueError, "`space` keys must be"),
+        (
+            dict(exp_key="e", custom_objective_hyperopt=objectives.quadratic, n_cpu_workers=0, gpu_ids=[]),
+            ValueError,
+            "no worker to start",
+        ),
     ],
 )
 def test_auto_tune_argument_errors(autotune, tmp_path, kwargs, error, match):
@@ -241,7 +291,10 @@ def test_sequential_default_objective_trains_a_vae(autotune, tmp_path):
     planted = planted_counts(n_cells=80, n_genes=20, n_clusters=2, n_de_genes=5, random_state=0)
     dataset = GeneExpressionDataset()
     dataset.populate_from_data(planted.X, batch_indices=planted.batch_indices, labels=planted.labels)
-    space = {"model_tunable_kwargs": {"n_latent": hp.choice("n_latent", [2, 3])}, "train_func_tunable_kwargs": {"lr": hp.choice("lr", [1e-2, 1e-3])}}
+    space = {
+        "model_tunable_kwargs": {"n_latent": hp.choice("n_latent", [2, 3])},
+        "train_func_tunable_kwargs": {"lr": hp.choice("lr", [1e-2, 1e-3])},
+    }
     best, trials = autotune.auto_tune_scvi_model(
         "vae", gene_dataset=dataset, space=space, max_evals=2, parallel=False, save_path=str(tmp_path),
         metric_name="elbo", model_specific_kwargs={"n_hidden": 16}, train_func_specific_kwargs={"n_epochs": 3},

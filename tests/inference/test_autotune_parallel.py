@@ -178,11 +178,16 @@ def test_real_model_delayed_populating_custom_space_and_metric(tmp_path):
     from scvi.dataset._planted import planted_counts
     from scvi.inference import UnsupervisedTrainer
 
-    planted = planted_counts(n_cells=90, n_genes=20, n_clusters=2, n_batches=2, n_de_genes=4, batch_effect=0.5, random_state=0)
+    planted = planted_counts(
+        n_cells=90, n_genes=20, n_clusters=2, n_batches=2, n_de_genes=4, batch_effect=0.5, random_state=0
+    )
     np.savez(tmp_path / "planted.npz", X=planted.X, batch_indices=planted.batch_indices, labels=planted.labels)
     dataset = objectives.PlantedFileDataset(str(tmp_path), delayed_populating=True)
     space = {
-        "model_tunable_kwargs": {"n_latent": hp.choice("n_latent", [2, 4]), "dropout_rate": hp.uniform("dropout_rate", 0.1, 0.3)},
+        "model_tunable_kwargs": {
+            "n_latent": hp.choice("n_latent", [2, 4]),
+            "dropout_rate": hp.uniform("dropout_rate", 0.1, 0.3),
+        },
         "train_func_tunable_kwargs": {"lr": hp.loguniform("lr", -7.0, -4.0)},
     }
     best, trials = auto_tune_scvi_model(
@@ -200,3 +205,32 @@ def test_real_model_delayed_populating_custom_space_and_metric(tmp_path):
     assert isinstance(best, UnsupervisedTrainer) and best.model.n_batch == 2
     assert best.model.n_latent == trials.best_trial["result"]["space"]["model_tunable_kwargs"]["n_latent"]
     assert (tmp_path / "best_model_real").exists()
+
+
+def test_workers_dying_every_time_end_in_fmin_timeout_and_cleanup(tmp_path):
+    from scvi.inference._autotune.driver import FminTimeoutError
+    from scvi.inference._autotune import launcher
+
+    started = []
+    original = launcher.WorkerLauncherThread._start
+
+    def spy(self, *args):
+        worker = original(self, *args)
+        started.append(worker.pid)
+        return worker
+
+    launcher.WorkerLauncherThread._start = spy
+    try:
+        with pytest.raises(FminTimeoutError, match="after all workers exited"):
+            auto_tune_scvi_model(
+                "dying", custom_objective_hyperopt=objectives.exits, space=SPACE, max_evals=2, save_path=str(tmp_path),
+                n_cpu_workers=1, gpu_ids=[], reserve_timeout=60.0, fmin_timeout=2.0, mongo_port=0,
+            )
+    finally:
+        launcher.WorkerLauncherThread._start = original
+    assert len(started) == 3  # the worker and its two replacements
+    for pid in started:  # all stopped, none left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    # the server was stopped too: its data directory can be opened again
+    MongoServer(tmp_path / "mongo" / "secantus", port=0, backend="secantus").start().stop()

@@ -4,6 +4,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from scvi.dataset import GeneExpressionDataset
@@ -23,6 +24,15 @@ RAW_COLUMNS = [
 CHANGE_COLUMNS = ["proba_de", "proba_not_de", "bayes_factor", "scale1", "scale2"] + [
     f"lfc_{k}" for k in ("mean", "median", "std", "min", "max")
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Small models run much faster on one thread, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +260,12 @@ def test_batch_configurations(planted):
 def test_posterior_on_part_of_the_cells_logs_a_warning(planted, caplog):
     truth, dataset, post = planted
     partial = type(post)(post.model, dataset, indices=np.arange(100), use_cuda=False)
-    with caplog.at_level(logging.WARNING, logger="scvi"):
+    scvi_logger = logging.getLogger("scvi")  # does not propagate to the root logger
+    scvi_logger.addHandler(caplog.handler)
+    try:
         partial.get_bayes_factors(truth.labels == 0, truth.labels == 1, n_samples=20)
+    finally:
+        scvi_logger.removeHandler(caplog.handler)
     assert "requires a Posterior object created with all indices" in caplog.text
 
 

@@ -11,6 +11,8 @@ from scvi.inference._differential import (
     Block,
     PairStatistics,
     Spec,
+    as_cell_indices,
+    cluster_masks,
     credible_intervals,
     de_table,
     describe_continuous_distrib,
@@ -138,6 +140,27 @@ def test_plan_batches_configurations():
         plan_batches([0], [5], False, 3)
 
 
+def test_cell_selections():
+    np.testing.assert_array_equal(as_cell_indices([True, False, True], 3, "idx1"), [0, 2])
+    np.testing.assert_array_equal(as_cell_indices([2, -1], 3, "idx1"), [2, 2])
+    with pytest.raises(ValueError, match="boolean `idx1` must have one entry per cell"):
+        as_cell_indices([True, False], 3, "idx1")
+    with pytest.raises(ValueError, match="`subset` selects no cells"):
+        as_cell_indices([], 3, "subset")
+
+
+def test_cluster_masks_from_labels_names_and_subsets():
+    names, masks = cluster_masks(None, np.array([1, 0, 1, 1]), np.array(["a", "b"]), [True, True, False, True], 4)
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(masks[1], [True, False, False, True])
+    names, masks = cluster_masks(["t", "b", "t", "b"], None, None, None, 4)
+    assert names == ["b", "t"] and masks[0].tolist() == [False, True, False, True]
+    names, masks = cluster_masks([2, -1, 2, 5], None, None, None, 4)
+    assert names == [2, 5] and not any(m[1] for m in masks)
+    with pytest.raises(ValueError, match="must provide cell_labels"):
+        cluster_masks(None, np.zeros(4), None, None, 4)
+
+
 # ---------------------------------------------------------------------------- reductions
 def _spec(mode="vanilla", use_permutation=False, M=None, levels=()):
     change_fn = resolve_change_fn(None) if mode == "change" else None
@@ -165,13 +188,22 @@ def test_pair_statistics_in_minibatches_equal_the_whole_computation():
 
 def test_reduce_blocks_counts_pairs_and_means():
     rng = np.random.default_rng(3)
-    up = Block(np.full((50, 2), 2.0), np.ones((40, 2)), 30)
-    out = reduce_blocks([up, up], _spec(), rng)
-    np.testing.assert_allclose(out["proba_m1"], 1.0)
+    def up():
+        return Block([np.full((20, 2), 2.0), np.full((30, 2), 2.0)], 50, np.ones((40, 2)), None, 30)
+
+    out = reduce_blocks([up(), up()], _spec(mode="change"), rng)
+    np.testing.assert_allclose(out["proba_de"], 1.0)
+    np.testing.assert_allclose(out["lfc_median"], 1.0)
     assert out["bayes_factor"][0] > 15
-    out = reduce_blocks([up], _spec(use_permutation=True, M=30), rng)
+    out = reduce_blocks([up()], _spec(use_permutation=True, M=30), rng)
     np.testing.assert_allclose(out["scale1"], 2.0)
     np.testing.assert_allclose(out["scale2"], 1.0)
+    # group 2 restricted to some rows; more group-1 rows than partners
+    samples2 = np.vstack([np.ones((10, 2)), np.full((10, 2), 3.0)])
+    block = Block([np.full((25, 2), 2.0)], 25, samples2, np.arange(10, 20), 0)
+    out = reduce_blocks([block], _spec(), rng)
+    np.testing.assert_allclose(out["proba_m1"], 0.0)
+    np.testing.assert_allclose(out["scale2"], 3.0)
 
 
 def test_one_vs_all_complements_have_the_original_composition():
@@ -188,10 +220,11 @@ def test_one_vs_all_complements_have_the_original_composition():
         chosen = rng.choice(cells, size=n)
         drawn.append(n)
         values = cluster_of[chosen][:, None] + rng.normal(scale=0.01, size=(n, 1))
-        return np.hstack([values, np.ones((n, 1))]).astype(np.float32)
+        samples = np.hstack([values, np.ones((n, 1))]).astype(np.float32)
+        return iter([samples[: n // 2], samples[n // 2 :]])
 
     def raw(c1, c2):
-        return dict(raw_mean1=cluster_of[c1][:, None].mean(0).repeat(2), raw_mean2=cluster_of[c2][:, None].mean(0).repeat(2))
+        return dict(raw_mean1=cluster_of[c1].mean().repeat(2), raw_mean2=cluster_of[c2].mean().repeat(2))
 
     tables, names = one_vs_all_tables(
         sample, raw, np.array(["g0", "g1"]), ["a", "b", "c", "d"], membership, 10, _spec(), [0, 1], 2000,

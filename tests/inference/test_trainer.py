@@ -199,34 +199,39 @@ def test_kl_warmup_by_epochs_and_iterations(dataset):
 
 
 def test_corrupted_training_imputes_better_than_the_gene_mean():
-    dataset = make_dataset(n_cells=300, n_genes=40, n_batches=1, seed=1)
+    # Little NB noise and strong clusters: knowing a cell's cluster and library size must help.
+    truth = planted_counts(n_cells=300, n_genes=40, n_clusters=3, n_de_genes=10, lfc_scale=3.0, theta=50.0,
+                           random_state=1)
+    dataset = GeneExpressionDataset()
+    dataset.populate_from_data(truth.X, labels=truth.labels)
     dataset.corrupt(rate=0.6, corruption="uniform", random_state=0)
-    trainer = make_trainer(dataset, train_size=1.0)
+    trainer = make_trainer(dataset, train_size=1.0, batch_size=32)
     trainer.corrupt_posteriors(update_corruption=False)
-    trainer.train(n_epochs=40, lr=1e-2)
+    trainer.train(n_epochs=40, lr=5e-3)
+    trainer.train(n_epochs=25, lr=1e-6)  # let the batch-norm running statistics settle
     trainer.uncorrupt_posteriors()
     original, imputed = trainer.train_set.imputation_list()
     model_error = trainer.train_set.imputation_score(original, imputed)
 
     X, corrupted = np.asarray(dataset.X), np.asarray(dataset.corrupted_X)
     rows, cols = np.nonzero(X != corrupted)
-    assert len(rows) > 100
+    assert len(rows) > 300
+    assert np.isclose(np.concatenate(original).sum(), X[rows, cols].sum())
     gene_mean = corrupted.mean(axis=0)
     baseline = np.median(np.abs(X[rows, cols] - gene_mean[cols]))
-    assert np.isclose(np.concatenate(original).sum(), X[rows, cols].sum())
-    assert model_error < 0.85 * baseline
+    assert model_error < 0.75 * baseline
 
 
 def test_adapter_trainer_fits_only_the_encoders(dataset):
     trainer = make_trainer(dataset)
     trainer.train(n_epochs=2, lr=1e-2)
-    decoder_before = {k: v.clone() for k, v in trainer.model.decoder.state_dict().items()}
-    encoder_before = {k: v.clone() for k, v in trainer.model.z_encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in trainer.model.decoder.named_parameters()}
+    encoder_before = {k: v.clone() for k, v in trainer.model.z_encoder.named_parameters()}
     adapter = AdapterTrainer(trainer.model, dataset, trainer.test_set, frequency=1)
     adapter.show_progbar = False
     best = adapter.train(n_path=2, n_epochs=2, lr=1e-2)
     assert best == min(adapter.history["elbo_test_set"])
     assert len(adapter.history["elbo_test_set"]) == 2 * 3
-    for key, value in trainer.model.decoder.state_dict().items():
+    for key, value in trainer.model.decoder.named_parameters():  # weights, not batch-norm statistics
         assert torch.equal(value, decoder_before[key])
-    assert any(not torch.equal(v, encoder_before[k]) for k, v in trainer.model.z_encoder.state_dict().items())
+    assert any(not torch.equal(v, encoder_before[k]) for k, v in trainer.model.z_encoder.named_parameters())

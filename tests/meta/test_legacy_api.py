@@ -14,9 +14,7 @@ import pytest
 
 SURFACE = json.loads((Path(__file__).parents[1] / "data" / "legacy_api.json").read_text())
 
-# Names whose legacy default was an implementation detail we cannot (and should not) reproduce:
-# a mutable ``{}`` default is replaced by ``None`` meaning the same thing.
-EQUIVALENT_DEFAULTS = {(None, "{}"), (None, "[]")}
+# A legacy mutable default (``{}`` / ``[]``) may be replaced by ``None`` meaning the same thing.
 
 
 def _cases():
@@ -46,7 +44,7 @@ def _check_params(actual: inspect.Signature, expected: list, where: str, drop_se
         if legacy["has_default"]:
             assert ours.default is not inspect.Parameter.empty, f"{where}: `{ours.name}` lost its default"
             if legacy.get("literal"):
-                if (ours.default, repr(legacy["default"])) in EQUIVALENT_DEFAULTS:
+                if ours.default is None and repr(legacy["default"]) in ("{}", "[]"):
                     continue
                 assert ours.default == legacy["default"] or (
                     isinstance(legacy["default"], list) and list(ours.default or []) == legacy["default"]

@@ -58,7 +58,9 @@ def to_mongodb_uri(url: str, default_db: str = "scvi_db") -> Tuple[str, str]:
         If ``url`` is empty or is not one of the forms above.
     """
     if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"`mongo_url` must be a non-empty string such as 'mongodb://localhost:1234/scvi_db'; got {url!r}")
+        raise ValueError(
+            f"`mongo_url` must be a non-empty string such as 'mongodb://localhost:1234/scvi_db'; got {url!r}"
+        )
     url = url.strip()
     if url.startswith("mongodb+srv://"):  # resolved by pymongo through DNS at connection time
         path = urllib.parse.urlsplit(url).path.strip("/")
@@ -189,7 +191,8 @@ class MongoJobs4(MongoJobs):
         cond["owner"] = None
         cond["state"] = base.JOB_STATE_NEW
         now = coarse_utcnow()
-        update = {"$set": {"owner": list(host_id), "book_time": now, "state": base.JOB_STATE_RUNNING, "refresh_time": now}}
+        claim = {"owner": list(host_id), "book_time": now, "state": base.JOB_STATE_RUNNING, "refresh_time": now}
+        update = {"$set": claim}
         try:
             return self.jobs.find_one_and_update(
                 cond, update, sort=[("_id", pymongo.ASCENDING)], return_document=pymongo.ReturnDocument.AFTER
@@ -254,7 +257,8 @@ class MongoTrials4(MongoTrials):
     def __init__(self, arg, exp_key: Optional[str] = None, cmd=None, workdir=None, refresh: bool = True):
         if not isinstance(arg, MongoJobs):
             arg = MongoJobs4.new_from_connection_str(arg)
-        retrying(lambda: super(MongoTrials4, self).__init__(arg, exp_key=exp_key, cmd=cmd, workdir=workdir, refresh=False), "index creation")
+        parent_init = super().__init__
+        retrying(lambda: parent_init(arg, exp_key=exp_key, cmd=cmd, workdir=workdir, refresh=False), "index creation")
         if refresh:
             self.refresh()
 

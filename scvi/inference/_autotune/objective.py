@@ -54,7 +54,8 @@ def check_space(space: Any) -> None:
         raise ValueError(f"`space` must be a dict with keys among {', '.join(SPACE_KEYS)}; got {type(space).__name__}")
     unknown = sorted(set(space) - set(SPACE_KEYS))
     if unknown:
-        raise ValueError(f"`space` keys must be among {', '.join(repr(k) for k in SPACE_KEYS)}; got {', '.join(map(repr, unknown))}")
+        allowed = ", ".join(repr(k) for k in SPACE_KEYS)
+        raise ValueError(f"`space` keys must be among {allowed}; got {', '.join(map(repr, unknown))}")
 
 
 def fixed_kwargs(
@@ -149,7 +150,10 @@ def objective_function(
     train_kwargs = {**space.get("train_func_tunable_kwargs", {}), **fixed["train_func"]}
     train_kwargs.setdefault("n_epochs", DEFAULT_N_EPOCHS)
     if not is_best_training:
-        logger.info("Parameters being tested: \nmodel: \n%s\ntrainer: \n%s\ntrain method: \n%s", model_kwargs, trainer_kwargs, train_kwargs)
+        logger.info(
+            "Parameters being tested: \nmodel: \n%s\ntrainer: \n%s\ntrain method: \n%s",
+            model_kwargs, trainer_kwargs, train_kwargs,
+        )
 
     logger.debug("Instantiating model")
     n_batch = gene_dataset.n_batches * bool(use_batches)

@@ -18,7 +18,8 @@ from .driver import DEFAULT_LEASE_S, FminLauncherThread, FminTimeoutError
 from .logs import ProgressListener, progress_bar
 from .mongo import MongoJobs4, requeue_jobs, to_mongodb_uri, with_database
 from .server import MongoServer
-from .workers import DEFAULT_HEARTBEAT_S, WorkerLauncherThread, resolve_worker_counts
+from .launcher import WorkerLauncherThread, resolve_worker_counts
+from .workers import DEFAULT_HEARTBEAT_S
 
 logger = logging.getLogger("scvi.inference.autotune")
 
@@ -31,8 +32,11 @@ def search_sequential(objective: Callable, space: dict, max_evals: int, rstate=N
 
     logger.info("Starting sequential hyperoptimization")
     trials = Trials()
-    show = logger.getEffectiveLevel() >= logging.WARNING and logging.getLogger("scvi").getEffectiveLevel() <= logging.WARNING
-    fmin(objective, space, algo=tpe.suggest, max_evals=max_evals, trials=trials, rstate=check_random_state(rstate), show_progressbar=show)
+    show = logger.getEffectiveLevel() >= logging.WARNING >= logging.getLogger("scvi").getEffectiveLevel()
+    fmin(
+        objective, space, algo=tpe.suggest, max_evals=max_evals, trials=trials, rstate=check_random_state(rstate),
+        show_progressbar=show,
+    )
     return trials
 
 
@@ -124,7 +128,10 @@ def search_parallel(
         )
         fmin_thread.start()
         if multiple_hosts:
-            logger.info("Waiting for workers started on other hosts with:\n    python -m scvi.inference.autotune worker --mongo-url %s --exp-key %s", url, exp_key)
+            logger.info(
+                "Waiting for workers started on other hosts with:\n"
+                "    python -m scvi.inference.autotune worker --mongo-url %s --exp-key %s", url, exp_key,
+            )
         else:
             logger.debug("Starting worker launcher")
             launcher = WorkerLauncherThread(

@@ -9,9 +9,11 @@ Run standalone (e.g. for workers on other machines to join)::
     python -m scvi.inference._autotune.server --port 1234 --dbpath ./mongo
 """
 import atexit
+import contextlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -118,9 +120,11 @@ class MongoServer:
         from secantus import SecantusDBServer
 
         if self.host not in _LOOPBACK:
-            logger.warning("The embedded server listens on 127.0.0.1 only; %r cannot reach it from other hosts.", self.host)
+            logger.warning("The embedded server listens on 127.0.0.1 only: other hosts cannot reach %r.", self.host)
         logger.debug("Starting embedded MongoDB-compatible server (SecantusDB), data in %s.", self.dbpath)
-        server = SecantusDBServer(host="127.0.0.1", port=self.port, storage_path=str(self.dbpath), replica_set_name=None)
+        server = SecantusDBServer(
+            host="127.0.0.1", port=self.port, storage_path=str(self.dbpath), replica_set_name=None
+        )
         try:
             server.start()
         except OSError as exc:
@@ -136,7 +140,8 @@ class MongoServer:
         last_error: Optional[Exception] = None
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"mongod exited with code {self._process.returncode}; see {self.dbpath / 'mongo_logfile.txt'}")
+                log = self.dbpath / "mongo_logfile.txt"
+                raise RuntimeError(f"mongod exited with code {self._process.returncode}; see {log}")
             client = pymongo.MongoClient(f"mongodb://127.0.0.1:{self.port}/", serverSelectionTimeoutMS=500)
             try:
                 client.admin.command("ping")
@@ -146,13 +151,19 @@ class MongoServer:
                 time.sleep(0.1)
             finally:
                 client.close()
-        raise RuntimeError(f"the MongoDB server on port {self.port} did not answer within {self.start_timeout}s: {last_error}")
+        raise RuntimeError(
+            f"the MongoDB server on port {self.port} did not answer within {self.start_timeout}s: {last_error}"
+        )
 
     def stop(self) -> None:
         """Stop the server (idempotent); its data stays in ``dbpath``."""
         atexit.unregister(self.stop)
         if self._embedded is not None:
             server, self._embedded = self._embedded, None
+            listening = getattr(server, "_socket", None)
+            if listening is not None:  # wakes its blocking accept() at once (else stop() waits 2 s for it)
+                with contextlib.suppress(OSError):
+                    listening.shutdown(socket.SHUT_RDWR)
             server.stop()
         if self._process is not None:
             process, self._process = self._process, None
@@ -174,8 +185,6 @@ class MongoServer:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -7,27 +7,24 @@ failure with its traceback (state 3). While it evaluates, a heartbeat refreshes 
 or Ctrl-C the job in progress goes back to the queue. It exits after ``reserve_timeout`` seconds
 without finding a job.
 
-:class:`WorkerLauncherThread` starts the local workers (``n_workers_per_gpu`` per GPU, each
-seeing only its GPU through ``CUDA_VISIBLE_DEVICES``, plus CPU workers) as separate processes
-running the documented worker command, requeues the job of any worker that dies and starts a replacement, and stops them by process id.
+Local workers are started and stopped by :mod:`.launcher`; :func:`worker_main` is the command
+line of a worker, local or on another machine.
 """
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from hyperopt import base
 from hyperopt.mongoexp import MongoCtrl, OperationFailure
 from hyperopt.utils import coarse_utcnow, working_dir
 
-from .logs import StoppableThread, configure_asynchronous_logging
+from .logs import configure_asynchronous_logging
 from .mongo import MongoJobs4, MongoTrials4, owner_of, requeue_jobs, retrying
 
 logger = logging.getLogger("scvi.inference.autotune")
@@ -122,7 +119,8 @@ class Worker:
         if protocol != "domain_attachment":
             raise ValueError(f"unsupported job command protocol {protocol!r}")
         gfs = self.handle.gfs
-        grid_out = retrying(lambda: gfs.find_one({"filename": name, "exp_key": job["exp_key"]}, sort=[("uploadDate", -1)]), "domain")
+        query = {"filename": name, "exp_key": job["exp_key"]}
+        grid_out = retrying(lambda: gfs.find_one(query, sort=[("uploadDate", -1)]), "domain")
         if grid_out is None:
             raise OperationFailure(f"attachment {name!r} of experiment {job['exp_key']!r} not found")
         key = str(grid_out._id)
@@ -177,7 +175,8 @@ class Worker:
             logger.error("Trial %s failed:\n%s", job.get("tid"), text)
             error = (str(type(exc)), str(exc))
             failure = {"status": base.STATUS_FAIL, "error": list(error), "traceback": text}
-            self._finish(job, {"state": base.JOB_STATE_ERROR, "error": error, "result": failure, "refresh_time": coarse_utcnow()})
+            fields = {"state": base.JOB_STATE_ERROR, "error": error, "result": failure, "refresh_time": coarse_utcnow()}
+            self._finish(job, fields)
         finally:
             with self._lock:
                 self._current = None
@@ -234,7 +233,7 @@ class HyperoptWorker(multiprocessing.Process):
     hw_id
         GPU id.
     poll_interval
-        Longest pause between two attempts to claim a job (polling is adaptive below it).
+        Kept for compatibility: polling is adaptive (5 ms to 0.25 s).
     reserve_timeout
         Seconds without a job after which the process exits.
     mongo_url
@@ -288,196 +287,6 @@ class HyperoptWorker(multiprocessing.Process):
         _run_worker_process(self.gpu, self.hw_id, kwargs)
 
 
-def resolve_worker_counts(
-    n_cpu_workers: Optional[int], gpu_ids: Optional[List[int]], n_workers_per_gpu: int
-) -> Tuple[int, List[int]]:
-    """Apply scVI 0.6's defaults: all GPUs found; CPU workers = number of cores when there is no GPU.
-
-    Raises
-    ------
-    ValueError
-        If a count is negative or no worker would be started.
-    """
-    if gpu_ids is None:
-        import torch
-
-        n_gpus = torch.cuda.device_count()
-        logger.debug("gpu_ids is None, defaulting to all %d GPUs found by torch.", n_gpus)
-        gpu_ids = list(range(n_gpus))
-    gpu_ids = [int(g) for g in gpu_ids]
-    if n_cpu_workers is None:
-        n_cpu_workers = 0 if gpu_ids else (os.cpu_count() or 1)
-    if not isinstance(n_workers_per_gpu, int) or n_workers_per_gpu < 0:
-        raise ValueError(f"`n_workers_per_gpu` must be a non-negative int; got {n_workers_per_gpu!r}")
-    if not isinstance(n_cpu_workers, int) or n_cpu_workers < 0:
-        raise ValueError(f"`n_cpu_workers` must be a non-negative int or None; got {n_cpu_workers!r}")
-    if n_cpu_workers + len(gpu_ids) * n_workers_per_gpu == 0:
-        raise ValueError("no worker to start: set `n_cpu_workers` > 0, or `gpu_ids` and `n_workers_per_gpu` > 0")
-    return n_cpu_workers, gpu_ids
-
-
-class _LocalWorker:
-    """A worker started as ``python -m scvi.inference.autotune worker ...`` in a subprocess."""
-
-    def __init__(self, name: str, gpu: bool, hw_id: str, command: List[str]):
-        env = dict(os.environ)
-        env["CUDA_VISIBLE_DEVICES"] = hw_id if gpu else ""
-        # the parent's import path, so that objectives pickled by reference import the same modules
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self.name, self.gpu, self.hw_id, self.command = name, gpu, hw_id, command
-        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        self.pid = self.process.pid
-        self.handled = False
-
-    @property
-    def exitcode(self) -> Optional[int]:
-        return self.process.poll()
-
-    def is_alive(self) -> bool:
-        return self.process.poll() is None
-
-
-class WorkerLauncherThread(StoppableThread):
-    """Starts the local workers, replaces those that die (their job goes back to the queue), stops them.
-
-    Each worker is a separate process running the documented worker command (``python -m
-    scvi.inference.autotune worker ...``), so nothing of the calling script is re-imported; GPU
-    workers see only their GPU (``CUDA_VISIBLE_DEVICES``), CPU workers none. The thread ends when
-    every worker has exited (e.g. after ``reserve_timeout`` without a job), or on :meth:`stop`,
-    after which the workers still running are terminated by process id (SIGTERM: the job in
-    progress goes back to the queue; SIGKILL after ``terminate_timeout`` seconds).
-
-    Parameters are those of :class:`HyperoptWorker`, plus ``n_cpu_workers``, ``gpu_ids`` and
-    ``n_workers_per_gpu`` (see :func:`resolve_worker_counts`), ``multiple_hosts`` (start
-    nothing), ``max_evals`` and ``progress_queue`` (unused; progress is reported by the driver)
-    and ``max_restarts`` (replacements of dead workers allowed in total, default twice the number
-    of workers).
-    """
-
-    def __init__(
-        self,
-        logging_queue,
-        exp_key: str,
-        n_cpu_workers: int = None,
-        gpu_ids: List[int] = None,
-        n_workers_per_gpu: int = 1,
-        reserve_timeout: float = 30.0,
-        workdir: str = ".",
-        mongo_url: str = "localhost:1234/scvi_db",
-        multiple_hosts: bool = False,
-        max_evals: int = 100,
-        progress_queue=None,
-        log_level: int = logging.INFO,
-        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
-        max_restarts: Optional[int] = None,
-        poll_interval: Optional[float] = None,
-    ):
-        super().__init__(name="Worker Launcher", daemon=True)
-        self.logging_queue = logging_queue
-        self.exp_key = exp_key
-        self.n_cpu_workers, self.gpu_ids = resolve_worker_counts(n_cpu_workers, gpu_ids, n_workers_per_gpu)
-        self.n_workers_per_gpu = n_workers_per_gpu
-        self.reserve_timeout = reserve_timeout
-        self.workdir = workdir
-        self.mongo_url = mongo_url
-        self.multiple_hosts = multiple_hosts
-        self.max_evals = max_evals
-        self.progress_queue = progress_queue
-        self.log_level = log_level
-        self.heartbeat_s = heartbeat_s
-        self.poll_interval = poll_interval
-        n_workers = self.n_cpu_workers + len(self.gpu_ids) * n_workers_per_gpu
-        self.max_restarts = 2 * n_workers if max_restarts is None else max_restarts
-        self.workers: List[_LocalWorker] = []
-        self.started_pids: List[int] = []
-        self.ready = threading.Event()
-        self._lock = threading.Lock()
-
-    def _command(self) -> List[str]:
-        command = [sys.executable, "-m", "scvi.inference.autotune", "worker", "--mongo-url", self.mongo_url,
-                   "--exp-key", self.exp_key, "--heartbeat", str(self.heartbeat_s),
-                   "--log-level", logging.getLevelName(max(logging.DEBUG, min(self.log_level, logging.ERROR)))]
-        if self.reserve_timeout is not None:
-            command += ["--reserve-timeout", str(self.reserve_timeout)]
-        if self.workdir:
-            command += ["--workdir", str(self.workdir)]
-        if self.poll_interval is not None:
-            command += ["--poll-interval", str(self.poll_interval)]
-        return command
-
-    def _start(self, name: str, gpu: bool, hw_id: str) -> _LocalWorker:
-        worker = _LocalWorker(name, gpu, hw_id, self._command())
-        self.started_pids.append(worker.pid)
-        logger.debug("Started %s (pid %d).", name, worker.pid)
-        return worker
-
-    def _launch_all(self) -> None:
-        logger.info("Starting %d worker.s for each of the %d gpu.s set for use/found.", self.n_workers_per_gpu, len(self.gpu_ids))
-        for gpu_id in self.gpu_ids:
-            for sub_id in range(self.n_workers_per_gpu):
-                self._add(self._start(f"Worker GPU {gpu_id}:{sub_id}", True, str(gpu_id)))
-        logger.info("Starting %d cpu worker.s", self.n_cpu_workers)
-        for cpu_id in range(self.n_cpu_workers):
-            self._add(self._start(f"Worker CPU {cpu_id}", False, str(cpu_id)))
-
-    def _add(self, worker: _LocalWorker) -> None:
-        with self._lock:
-            if self.stop_event.is_set():  # stopped meanwhile: do not leave it behind
-                worker.process.terminate()
-            self.workers.append(worker)
-
-    def _handle_death(self, worker: _LocalWorker) -> None:
-        """Requeue the job of a worker that died; start a replacement while restarts remain."""
-        worker.handled = True
-        logger.warning("%s (pid %d) died with exit code %s.", worker.name, worker.pid, worker.exitcode)
-        handle = MongoJobs4.new_from_connection_str(self.mongo_url)
-        try:
-            requeue_jobs(handle, {"owner": owner_of(socket.gethostname(), worker.pid)}, f"{worker.name} died")
-        finally:
-            handle.close()
-        if self.max_restarts > 0 and not self.stop_event.is_set():
-            self.max_restarts -= 1
-            self._add(self._start(worker.name, worker.gpu, worker.hw_id))
-
-    def run(self) -> None:
-        if self.multiple_hosts:
-            logger.info("multiple_hosts=True: no local worker started.")
-            self.ready.set()
-            return
-        try:
-            self._launch_all()
-            self.ready.set()
-            while not self.stop_event.wait(0.1):
-                for worker in list(self.workers):
-                    if not worker.is_alive() and worker.exitcode != 0 and not worker.handled:
-                        self._handle_death(worker)
-                if not any(worker.is_alive() for worker in self.workers):
-                    logger.debug("All workers have exited.")
-                    break
-        except Exception:
-            logger.exception("Worker launcher failed.")
-        finally:
-            self.ready.set()
-            self.terminate_workers()
-
-    def terminate_workers(self, terminate_timeout: float = 10.0) -> None:
-        """Stop the workers still running, by process id: SIGTERM (job handed back), then SIGKILL."""
-        with self._lock:
-            self.stop_event.set()
-            workers = list(self.workers)
-        for worker in workers:
-            if worker.is_alive():
-                worker.process.terminate()
-        deadline = time.monotonic() + terminate_timeout
-        for worker in workers:
-            try:
-                worker.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.warning("%s (pid %d) did not stop; killing it.", worker.name, worker.pid)
-                worker.process.kill()
-                worker.process.wait(5)
-
-
 def worker_main(argv: Optional[List[str]] = None) -> int:
     """Command line of a worker joining a search from any machine.
 
@@ -487,6 +296,8 @@ def worker_main(argv: Optional[List[str]] = None) -> int:
     """
     import argparse
 
+    import sys
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
         argv = argv[1:]
@@ -495,12 +306,16 @@ def worker_main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--mongo-url", required=True, help="e.g. mongodb://user:pw@host:1234/scvi_db?tls=true")
     parser.add_argument("--exp-key", required=True, help="the experiment's exp_key")
-    parser.add_argument("--reserve-timeout", type=float, default=180.0, help="exit after this many seconds without a job")
+    parser.add_argument(
+        "--reserve-timeout", type=float, default=180.0, help="exit after this many seconds without a job"
+    )
     parser.add_argument("--workdir", default=None, help="directory to run the jobs in (default: current)")
     parser.add_argument("--gpu", default=None, help="GPU id this worker may use (sets CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
     parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S, help="seconds between check-ins")
-    parser.add_argument("--poll-interval", type=float, default=None, help="fixed seconds between job look-ups (default: adaptive)")
+    parser.add_argument(
+        "--poll-interval", type=float, default=None, help="fixed seconds between job look-ups (default: adaptive)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
 

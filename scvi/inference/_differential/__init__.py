@@ -8,13 +8,15 @@ and return arrays, dictionaries or tables.
 The legacy helpers ``pairs_sampler``, ``credible_intervals``, ``describe_continuous_distrib`` and
 ``save_cluster_xlsx`` are re-exported by :mod:`scvi.inference.posterior_utils`.
 """
-from ._blocks import Block, Spec, chunk_rows, one_vs_all_tables, reduce_blocks
+from ._blocks import Block, Spec, chunk_rows, fill_rows, one_vs_all_tables, reduce_blocks
 from ._io import save_cluster_xlsx
 from ._options import (
     DE_MODES,
+    as_cell_indices,
     check_credible_levels,
     check_mode,
     check_positive_int,
+    cluster_masks,
     log_fold_change,
     plan_batches,
     resolve_change_fn,
@@ -38,13 +40,16 @@ __all__ = [
     "EPS",
     "PairStatistics",
     "Spec",
+    "as_cell_indices",
     "check_credible_levels",
     "check_mode",
     "check_positive_int",
     "chunk_rows",
+    "cluster_masks",
     "credible_intervals",
     "de_table",
     "describe_continuous_distrib",
+    "fill_rows",
     "hpd_from_sorted",
     "iter_pair_slices",
     "log_fold_change",

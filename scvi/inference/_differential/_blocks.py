@@ -1,11 +1,13 @@
 """Comparisons of groups of scale samples, batch block by batch block, and one-vs-all with a shared pool.
 
-The functions take the sampler as an injected callable ``sample(cells, batch, n) -> (n, n_features)``
-(uniform draws of ``cells`` with replacement, one posterior sample of the scale each, decoded in
-``batch``), so they know nothing about models or posteriors.
+The functions take the sampler as an injected callable ``sample(cells, batch, n)`` yielding
+minibatches of ``n`` scale samples in total (uniform draws of ``cells`` with replacement, one
+posterior sample of the scale each, decoded in ``batch``), so they know nothing about models or
+posteriors.
 """
+import itertools
 import logging
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ logger = logging.getLogger(__name__)
 #: scale values (samples x features) handled per minibatch of the reductions (~16 MB of float32)
 CHUNK_VALUES = 4_000_000
 
-Sampler = Callable[[np.ndarray, Optional[int], int], np.ndarray]
+Sampler = Callable[[np.ndarray, Optional[int], int], Iterator[np.ndarray]]
 RawProperties = Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]]
 
 
@@ -35,11 +37,17 @@ class Spec(NamedTuple):
 
 
 class Block(NamedTuple):
-    """Samples of the two groups decoded in one batch (or in all batches) and the number of
-    random pairs to draw between them when ``use_permutation``."""
+    """Samples of the two groups decoded in one batch (or in all batches).
 
-    samples1: np.ndarray
+    Group 1 arrives as minibatches (``chunks1``, ``n1`` rows in total, possibly grouped by cell);
+    group 2 is the rows ``rows2`` of ``samples2`` (all rows when ``None``). ``n_permuted_pairs``
+    random pairs are drawn when ``use_permutation``.
+    """
+
+    chunks1: Iterable[np.ndarray]
+    n1: int
     samples2: np.ndarray
+    rows2: Optional[np.ndarray]
     n_permuted_pairs: int
 
 
@@ -51,35 +59,57 @@ def chunk_rows(n_features: int) -> int:
 def reduce_blocks(blocks: Sequence[Block], spec: Spec, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """The DE statistics of the pairs of all blocks (see :class:`PairStatistics`).
 
-    Without permutation, block samples are paired in a random order (rows may come grouped by
-    cell), so pairs are exchangeable as in the original; with permutation, ``n_permuted_pairs``
-    pairs are drawn with replacement in each block. ``scale1``/``scale2`` are the means of all
-    samples of each group.
+    Without permutation, each group-1 row is paired with a group-2 row taken in random order
+    (so pairs are exchangeable as in the original, although rows may come grouped by cell) and
+    group 1 is never held in memory; with permutation, ``n_permuted_pairs`` pairs are drawn with
+    replacement in each block. ``scale1``/``scale2`` are the means of all samples of each group.
     """
-    plans, n_pairs = [], 0
-    for block in blocks:
-        n1, n2 = len(block.samples1), len(block.samples2)
-        if spec.use_permutation:
-            u, v = rng.integers(n1, size=block.n_permuted_pairs), rng.integers(n2, size=block.n_permuted_pairs)
-        else:
-            n = min(n1, n2)
-            u, v = rng.permutation(n1)[:n], rng.permutation(n2)[:n]
-        plans.append((block.samples1, u, block.samples2, v))
-        n_pairs += len(u)
+    n_pairs = sum(
+        b.n_permuted_pairs if spec.use_permutation else min(b.n1, _n_rows(b.samples2, b.rows2)) for b in blocks
+    )
     stats = PairStatistics(spec.mode, n_pairs, spec.change_fn, spec.m1_domain_fn)
-    step = chunk_rows(blocks[0].samples1.shape[1])
-    for samples1, u, samples2, v in plans:
-        for rows in iter_pair_slices(len(u), step):
-            stats.add(samples1[u[rows]], samples2[v[rows]])
-    scale1 = _mean_of([b.samples1 for b in blocks])
-    scale2 = _mean_of([b.samples2 for b in blocks])
+    sums = [0.0, 0.0]
+    counts = [0, 0]
+    dtype = None
+    for block in blocks:
+        rows2 = np.arange(len(block.samples2)) if block.rows2 is None else block.rows2
+        step = chunk_rows(block.samples2.shape[1])
+        for part in iter_pair_slices(len(rows2), step):
+            sums[1] = sums[1] + block.samples2[rows2[part]].sum(0, dtype=np.float64)
+        counts[1] += len(rows2)
+        dtype = block.samples2.dtype
+        if spec.use_permutation:
+            samples1 = np.concatenate(list(block.chunks1))
+            sums[0] = sums[0] + samples1.sum(0, dtype=np.float64)
+            counts[0] += len(samples1)
+            u = rng.integers(len(samples1), size=block.n_permuted_pairs)
+            v = rows2[rng.integers(len(rows2), size=block.n_permuted_pairs)]
+            for part in iter_pair_slices(len(u), step):
+                stats.add(samples1[u[part]], block.samples2[v[part]])
+            continue
+        n = min(block.n1, len(rows2))
+        partners = rng.permutation(rows2)[:n]
+        keep = None
+        if block.n1 > n:  # a random subset of group 1 gets partners
+            keep = np.zeros(block.n1, dtype=bool)
+            keep[rng.choice(block.n1, size=n, replace=False)] = True
+        seen = paired = 0
+        for chunk in block.chunks1:
+            sums[0] = sums[0] + chunk.sum(0, dtype=np.float64)
+            counts[0] += len(chunk)
+            if keep is not None:
+                seen, chunk = seen + len(chunk), chunk[keep[seen : seen + len(chunk)]]
+            for part in iter_pair_slices(len(chunk), step):
+                rows = chunk[part]
+                stats.add(rows, block.samples2[partners[paired : paired + len(rows)]])
+                paired += len(rows)
+    scale1 = (sums[0] / counts[0]).astype(dtype)
+    scale2 = (sums[1] / counts[1]).astype(dtype)
     return stats.result(scale1, scale2, spec.levels)
 
 
-def _mean_of(arrays: List[np.ndarray]) -> np.ndarray:
-    """Column means over the rows of several arrays (float64 accumulation, dtype of the samples)."""
-    total = sum(a.sum(0, dtype=np.float64) for a in arrays)
-    return (total / sum(len(a) for a in arrays)).astype(arrays[0].dtype)
+def _n_rows(samples: np.ndarray, rows: Optional[np.ndarray]) -> int:
+    return len(samples) if rows is None else len(rows)
 
 
 def one_vs_all_tables(
@@ -108,7 +138,8 @@ def one_vs_all_tables(
     Parameters
     ----------
     sample
-        ``sample(cells, batch, n)``: ``n`` scale samples of uniform draws of ``cells``.
+        ``sample(cells, batch, n)``: ``n`` scale samples of uniform draws of ``cells``, as an
+        iterator of minibatches ``(rows, n_features)``.
     raw_properties
         ``raw_properties(cells1, cells2)``: raw-count statistics (keys ending in ``1``/``2``);
         ``None`` to skip them.
@@ -134,7 +165,8 @@ def one_vs_all_tables(
     """
     cells = [np.flatnonzero(mask) for mask in membership]
     counts = np.array([len(c) for c in cells])
-    tested = [k for k in range(len(cells)) if counts[k] >= min_cells and counts.sum() - counts[k] >= min_cells]
+    rest = counts.sum() - counts
+    tested = [k for k in range(len(cells)) if min(counts[k], rest[k]) >= max(min_cells, 1)]
     if not tested:
         return [], []
     per_group = _group_properties(raw_properties, cells) if raw_properties is not None else None
@@ -148,8 +180,9 @@ def one_vs_all_tables(
             weights[k] = 0.0
             plan[k, t] = rng.multinomial(n_per_batch, weights / weights.sum())
             need[t] = np.maximum(need[t], plan[k, t])
+    offsets = np.concatenate([np.zeros((len(batches), 1), np.int64), np.cumsum(need, axis=1)], axis=1)
     pools = [
-        [sample(cells[j], b, int(need[t, j])) if need[t, j] > 0 else None for j in range(len(cells))]
+        fill_rows((chunk for j in range(len(cells)) for chunk in sample(cells[j], b, int(need[t, j]))), offsets[t, -1])
         for t, b in enumerate(batches)
     ]
 
@@ -158,12 +191,12 @@ def one_vs_all_tables(
     for k in track(tested, description="one-vs-all DE"):
         blocks = []
         for t, b in enumerate(batches):
-            own = pools[t][k] if pools[t][k] is not None else np.zeros((0, len(feature_names)), np.float32)
-            fresh = sample(cells[k], b, n_per_batch - len(own))
-            rest = [
-                pools[t][j][rng.permutation(len(pools[t][j]))[:m]] for j, m in enumerate(plan[k, t]) if m > 0
-            ]
-            blocks.append(Block(np.concatenate([own, fresh]), np.concatenate(rest), n_perm))
+            own = pools[t][offsets[t, k] : offsets[t, k + 1]]
+            chunks1 = itertools.chain([own] if len(own) else [], sample(cells[k], b, n_per_batch - len(own)))
+            rest = np.concatenate(
+                [offsets[t, j] + rng.choice(need[t, j], size=m, replace=False) for j, m in enumerate(plan[k, t]) if m]
+            )
+            blocks.append(Block(chunks1, n_per_batch, pools[t], rest, n_perm))
         info = reduce_blocks(blocks, spec, rng)
         del blocks
         if per_group is not None:
@@ -176,6 +209,19 @@ def one_vs_all_tables(
         tables.append(table)
         tested_names.append(names[k])
     return tables, tested_names
+
+
+def fill_rows(chunks: Iterable[np.ndarray], n_rows: int) -> np.ndarray:
+    """Stack minibatches of rows into one preallocated ``(n_rows, n_features)`` array."""
+    out, filled = None, 0
+    for chunk in chunks:
+        if out is None:
+            out = np.empty((n_rows,) + chunk.shape[1:], dtype=chunk.dtype)
+        out[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != n_rows:
+        raise ValueError(f"expected {n_rows} rows of samples, got {filled}")
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def _group_properties(raw_properties: RawProperties, cells: List[np.ndarray]) -> Dict[str, np.ndarray]:

@@ -31,7 +31,8 @@ def save_cluster_xlsx(filepath: str, de_results: List[pd.DataFrame], cluster_nam
     """
     if len(de_results) != len(cluster_names):
         raise ValueError(
-            f"`de_results` and `cluster_names` must have the same length; got {len(de_results)} and {len(cluster_names)}"
+            "`de_results` and `cluster_names` must have the same length; "
+            f"got {len(de_results)} and {len(cluster_names)}"
         )
     try:
         import openpyxl  # noqa: F401

@@ -102,7 +102,9 @@ def plan_batches(
     """
     if use_observed_batches:
         if batchid1 is not None or batchid2 is not None:
-            raise ValueError("Unconsistent batch policy: give `batchid1`/`batchid2` or use_observed_batches=True, not both")
+            raise ValueError(
+                "Unconsistent batch policy: give `batchid1`/`batchid2` or use_observed_batches=True, not both"
+            )
         return [None], [None], False
     batches1 = _batch_values(batchid1, n_batches, "batchid1")
     batches2 = _batch_values(batchid2, n_batches, "batchid2")
@@ -128,3 +130,57 @@ def _batch_values(batchid, n_batches: int, name: str) -> List[int]:
     return [int(v) for v in values]
 
 
+
+
+# ---------------------------------------------------------------------------- cells and clusters
+def as_cell_indices(selection, n_cells: int, name: str) -> np.ndarray:
+    """Dataset indices of a boolean mask (shape ``(n_cells,)``) or of a list of cell indices.
+
+    Raises a ValueError (TypeError for other dtypes) naming ``name`` for a mask of the wrong
+    length, indices out of range, or an empty selection.
+    """
+    selection = np.asarray(selection)
+    if selection.dtype == bool:
+        if selection.shape != (n_cells,):
+            raise ValueError(f"boolean `{name}` must have one entry per cell ({n_cells}); got shape {selection.shape}")
+        cells = np.flatnonzero(selection)
+    elif selection.size == 0 or np.issubdtype(selection.dtype, np.integer):
+        cells = selection.astype(np.int64).ravel()
+        if cells.size and (cells.min() < -n_cells or cells.max() >= n_cells):
+            raise ValueError(f"`{name}` holds cell indices outside [0, {n_cells})")
+        cells = np.where(cells < 0, cells + n_cells, cells)
+    else:
+        raise TypeError(f"`{name}` must be a boolean mask or integer cell indices; got dtype {selection.dtype}")
+    if cells.size == 0:
+        raise ValueError(f"`{name}` selects no cells")
+    return cells
+
+
+def cluster_masks(
+    cell_labels, dataset_labels: np.ndarray, cell_types, subset, n_cells: int
+) -> Tuple[list, List[np.ndarray]]:
+    """Cluster names and the boolean mask of the cells of each cluster (within ``subset``).
+
+    ``cell_labels`` (one per cell; negative numbers leave a cell out) take precedence; otherwise
+    the dataset's labels index its ``cell_types``.
+    """
+    if cell_labels is not None:
+        labels = np.asarray(cell_labels).ravel()
+        if len(labels) != n_cells:
+            raise ValueError(" the length of cell_labels have to be the same as the number of cells")
+        valid = labels >= 0 if np.issubdtype(labels.dtype, np.number) else np.ones(n_cells, dtype=bool)
+        names = list(np.unique(labels[valid]))
+        values = names
+    else:
+        if cell_types is None:
+            raise ValueError(
+                "If gene_dataset is not annotated with labels and cell types, then must provide cell_labels"
+            )
+        names = list(cell_types)
+        values = list(range(len(names)))
+        labels = dataset_labels
+    keep = np.ones(n_cells, dtype=bool)
+    if subset is not None:
+        keep[:] = False
+        keep[as_cell_indices(subset, n_cells, "subset")] = True
+    return names, [(labels == value) & keep for value in values]

@@ -14,6 +14,7 @@ complement for each cluster. Every comparison keeps the original's distribution:
 """
 import contextlib
 import functools
+import itertools
 import inspect
 import logging
 import os
@@ -28,11 +29,14 @@ from scvi._utils import check_random_state, track
 from scvi.inference._differential import (
     Block,
     Spec,
+    as_cell_indices,
     check_credible_levels,
     check_mode,
     check_positive_int,
     chunk_rows,
+    cluster_masks,
     de_table,
+    fill_rows,
     iter_pair_slices,
     one_vs_all_tables,
     plan_batches,
@@ -131,9 +135,14 @@ class DifferentialExpressionMixin:
     def _fresh_samples(self, cells: np.ndarray, batch, n: int, rng: np.random.Generator, **kwargs) -> np.ndarray:
         """``n`` samples ``(n, n_features)``: uniform draws (with replacement) of ``cells``, one
         posterior sample of the scale each, decoded in ``batch``."""
-        draws = rng.choice(cells, size=n)
-        chunks = list(self._iter_scales(draws, batch, **kwargs))
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self._de_feature_names())), np.float32)
+        chunks = self._fresh_chunks(cells, batch, n, rng, **kwargs)
+        return fill_rows(chunks, n) if n else np.zeros((0, len(self._de_feature_names())), np.float32)
+
+    def _fresh_chunks(
+        self, cells: np.ndarray, batch, n: int, rng: np.random.Generator, **kwargs
+    ) -> Iterator[np.ndarray]:
+        """The samples of :meth:`_fresh_samples` as minibatches (rows grouped by cell)."""
+        return self._iter_scales(rng.choice(cells, size=n), batch, **kwargs)
 
     def _iter_scales(self, draws: np.ndarray, batch, **kwargs) -> Iterator[np.ndarray]:
         """Scale samples for ``draws`` (dataset indices, repeats allowed), grouped by cell.
@@ -192,23 +201,7 @@ class DifferentialExpressionMixin:
 
     # ------------------------------------------------------------------ input handling
     def _de_cells(self, selection: Selection, name: str) -> np.ndarray:
-        """Dataset indices of a boolean mask or an index list; a ValueError naming ``name`` otherwise."""
-        n_cells = len(self.gene_dataset)
-        selection = np.asarray(selection)
-        if selection.dtype == bool:
-            if selection.shape != (n_cells,):
-                raise ValueError(f"boolean `{name}` must have one entry per cell ({n_cells}); got shape {selection.shape}")
-            cells = np.flatnonzero(selection)
-        elif selection.size == 0 or np.issubdtype(selection.dtype, np.integer):
-            cells = selection.astype(np.int64).ravel()
-            if cells.size and (cells.min() < -n_cells or cells.max() >= n_cells):
-                raise ValueError(f"`{name}` holds cell indices outside [0, {n_cells})")
-            cells = np.where(cells < 0, cells + n_cells, cells)
-        else:
-            raise TypeError(f"`{name}` must be a boolean mask or integer cell indices; got dtype {selection.dtype}")
-        if cells.size == 0:
-            raise ValueError(f"`{name}` selects no cells")
-        return cells
+        return as_cell_indices(selection, len(self.gene_dataset), name)
 
     @staticmethod
     def _per_batch(n_samples, n_batches: int) -> int:
@@ -227,7 +220,8 @@ class DifferentialExpressionMixin:
         if mode == "change":
             change_fn = resolve_change_fn(change_fn)
             m1_domain_fn = resolve_m1_domain_fn(m1_domain_fn, delta)
-        return Spec(mode, change_fn, m1_domain_fn, check_credible_levels(cred_interval_lvls), bool(use_permutation), M_permutation)
+        levels = check_credible_levels(cred_interval_lvls)
+        return Spec(mode, change_fn, m1_domain_fn, levels, bool(use_permutation), M_permutation)
 
     def _warn_if_not_all_cells(self):
         if not np.array_equal(np.sort(self.indices), np.arange(len(self.gene_dataset))):
@@ -313,17 +307,15 @@ class DifferentialExpressionMixin:
         if same:
             n_per_batch = self._per_batch(n_samples, len(batches1))
             n_perm = max(1, spec.M_permutation // len(batches1)) if spec.use_permutation else 0
-            blocks = []
-            for b in batches1:
-                group1 = self._fresh_samples(cells1, b, n_per_batch, rng, **kwargs)
-                group2 = self._fresh_samples(cells2, b, n_per_batch, rng, **kwargs)
-                blocks.append(Block(group1, group2, n_perm))
+            plans = [([b], [b], n_per_batch, n_per_batch, n_perm) for b in batches1]
         else:
-            groups = []
-            for cells, batches in ((cells1, batches1), (cells2, batches2)):
-                n_per_batch = self._per_batch(n_samples, len(batches))
-                groups.append(np.concatenate([self._fresh_samples(cells, b, n_per_batch, rng, **kwargs) for b in batches]))
-            blocks = [Block(groups[0], groups[1], spec.M_permutation)]
+            n1, n2 = self._per_batch(n_samples, len(batches1)), self._per_batch(n_samples, len(batches2))
+            plans = [(batches1, batches2, n1, n2, spec.M_permutation)]
+        blocks = []
+        for b1, b2, n1, n2, n_perm in plans:
+            chunks1 = itertools.chain.from_iterable(self._fresh_chunks(cells1, b, n1, rng, **kwargs) for b in b1)
+            samples2 = np.concatenate([self._fresh_samples(cells2, b, n2, rng, **kwargs) for b in b2])
+            blocks.append(Block(chunks1, n1 * len(b1), samples2, None, n_perm))
         return reduce_blocks(blocks, spec, rng)
 
     @torch.no_grad()
@@ -473,7 +465,7 @@ class DifferentialExpressionMixin:
         self._warn_if_not_all_cells()
         rng = check_random_state(None)
         de_res, de_cluster = one_vs_all_tables(
-            sample=functools.partial(self._fresh_samples, rng=rng, **kwargs),
+            sample=functools.partial(self._fresh_chunks, rng=rng, **kwargs),
             raw_properties=self._de_raw_properties,
             feature_names=self._de_feature_names(),
             names=names,
@@ -577,27 +569,13 @@ class DifferentialExpressionMixin:
     # ------------------------------------------------------------------ clusters and files
     def _de_clusters(self, cell_labels, subset) -> Tuple[list, List[np.ndarray]]:
         """Cluster names and, for each, the boolean mask of its cells (within ``subset``)."""
-        n_cells = len(self.gene_dataset)
-        if cell_labels is not None:
-            labels = np.asarray(cell_labels).ravel()
-            if len(labels) != n_cells:
-                raise ValueError(" the length of cell_labels have to be the same as the number of cells")
-            valid = labels >= 0 if np.issubdtype(labels.dtype, np.number) else np.ones(n_cells, dtype=bool)
-            names = list(np.unique(labels[valid]))
-            values = names
-        else:
-            cell_types = getattr(self.gene_dataset, "cell_types", None)
-            if cell_types is None:
-                raise ValueError("If gene_dataset is not annotated with labels and cell types, then must provide cell_labels")
-            names = list(cell_types)
-            values = list(range(len(names)))
-            labels = np.asarray(self.gene_dataset.labels).ravel()
-        if subset is None:
-            keep = np.ones(n_cells, dtype=bool)
-        else:
-            keep = np.zeros(n_cells, dtype=bool)
-            keep[self._de_cells(subset, "subset")] = True
-        return names, [(labels == value) & keep for value in values]
+        return cluster_masks(
+            cell_labels,
+            np.asarray(self.gene_dataset.labels).ravel(),
+            getattr(self.gene_dataset, "cell_types", None),
+            subset,
+            len(self.gene_dataset),
+        )
 
     @staticmethod
     def _save_tables(save_dir: str, filename: str, de_res: List[pd.DataFrame], de_cluster: list) -> str:

@@ -1,0 +1,170 @@
+"""The count log-likelihoods against scipy.stats, their limit cases, gradients and numerical stability."""
+import numpy as np
+import pytest
+import scipy.stats as st
+import torch
+
+from scvi.models.log_likelihood import (
+    _nb_family_autograd,
+    digamma,
+    log_factorial,
+    log_mixture_nb,
+    log_nb_positive,
+    log_poisson,
+    log_zinb_positive,
+)
+
+DT = torch.float64
+
+
+def _params(n=6, g=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.poisson(3.0, size=(n, g)), dtype=DT)
+    mu = torch.tensor(rng.uniform(0.1, 8.0, size=(n, g)), dtype=DT)
+    theta = torch.tensor(rng.uniform(0.2, 20.0, size=g), dtype=DT)
+    pi = torch.tensor(rng.normal(size=(n, g)), dtype=DT)
+    return x, mu, theta, pi
+
+
+def _scipy_nb(x, mu, theta):
+    # scipy's nbinom(n, p): n successes with probability p; mean n (1 - p) / p
+    theta = np.broadcast_to(theta, mu.shape)
+    return st.nbinom.logpmf(x, theta, theta / (theta + mu))
+
+
+def test_nb_matches_scipy():
+    x, mu, theta, _ = _params()
+    ours = log_nb_positive(x, mu, theta, eps=0.0).numpy()
+    np.testing.assert_allclose(ours, _scipy_nb(x.numpy(), mu.numpy(), theta.numpy()), rtol=1e-10, atol=1e-10)
+
+
+def test_zinb_matches_explicit_mixture():
+    x, mu, theta, pi = _params()
+    p = torch.sigmoid(pi).numpy()
+    nb = np.exp(_scipy_nb(x.numpy(), mu.numpy(), theta.numpy()))
+    expected = np.log(np.where(x.numpy() == 0, p, 0.0) + (1 - p) * nb)
+    ours = log_zinb_positive(x, mu, theta, pi).numpy()  # zero counts are those below eps
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_zinb_without_zero_inflation_is_nb():
+    x, mu, theta, _ = _params()
+    gate_closed = torch.full_like(mu, -60.0)  # sigmoid(-60) ~ 1e-26
+    np.testing.assert_allclose(
+        log_zinb_positive(x, mu, theta, gate_closed).numpy(), log_nb_positive(x, mu, theta).numpy(), atol=1e-12
+    )
+
+
+def test_zinb_probabilities_sum_to_one():
+    mu = torch.tensor([[0.5, 3.0, 12.0]], dtype=DT)
+    theta = torch.tensor([0.7, 2.0, 30.0], dtype=DT)
+    pi = torch.tensor([[-1.0, 0.5, 2.0]], dtype=DT)
+    counts = torch.arange(400, dtype=DT).view(-1, 1).expand(400, 3)
+    total = log_zinb_positive(counts, mu.expand(400, 3), theta, pi.expand(400, 3)).exp().sum(0)
+    np.testing.assert_allclose(total.numpy(), 1.0, atol=1e-8)
+
+
+@pytest.mark.parametrize("shared_theta", [True, False])
+def test_mixture_nb_matches_explicit_mixture(shared_theta):
+    x, mu, theta, pi = _params()
+    mu_2 = mu * 3
+    theta_2 = None if shared_theta else theta * 0.5
+    p = torch.sigmoid(pi).numpy()
+    nb_1 = np.exp(_scipy_nb(x.numpy(), mu.numpy(), theta.numpy()))
+    nb_2 = np.exp(_scipy_nb(x.numpy(), mu_2.numpy(), (theta if shared_theta else theta_2).numpy()))
+    expected = np.log(p * nb_1 + (1 - p) * nb_2)
+    ours = log_mixture_nb(x, mu, mu_2, theta, theta_2, pi, eps=0.0).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_poisson_matches_scipy():
+    x, mu, _, _ = _params()
+    np.testing.assert_allclose(
+        log_poisson(x, mu, eps=0.0).numpy(), st.poisson.logpmf(x.numpy(), mu.numpy()), rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize(
+    "x_value, mu_value, theta_value",
+    [
+        (0.0, 0.0, 1.0),  # zero count, zero mean
+        (0.0, 1e-30, 1e-8),  # tiny dispersion parameter
+        (5.0, 0.0, 1.0),  # count with zero mean
+        (1e7, 1e7, 1e-6),  # huge count, tiny theta
+        (1e7, 1.0, 1e4),  # huge count, small mean
+        (3.0, 1e12, 1e-8),
+    ],
+)
+@pytest.mark.parametrize("kind", ["nb", "zinb", "mixture", "poisson"])
+def test_finite_values_and_gradients_in_extreme_cases(x_value, mu_value, theta_value, kind):
+    x = torch.full((2, 3), x_value)
+    mu = torch.full((2, 3), mu_value, requires_grad=True)
+    theta = torch.full((3,), theta_value, requires_grad=True)
+    pi = torch.full((2, 3), 2.0, requires_grad=True)
+    if kind == "nb":
+        out, params = log_nb_positive(x, mu, theta), (mu, theta)
+    elif kind == "zinb":
+        out, params = log_zinb_positive(x, mu, theta, pi), (mu, theta, pi)
+    elif kind == "mixture":
+        out, params = log_mixture_nb(x, mu, mu * 2, theta, None, pi), (mu, theta, pi)
+    else:
+        out, params = log_poisson(x, mu), (mu,)
+    assert torch.isfinite(out).all(), out
+    grads = torch.autograd.grad(out.sum(), params)
+    assert all(torch.isfinite(g).all() for g in grads), grads
+
+
+@pytest.mark.parametrize(
+    "x_shape, mu_shape, theta_shape, pi_shape",
+    [
+        ((7, 5), (7, 5), (5,), (7, 5)),  # per-gene theta
+        ((7, 5), (3, 7, 5), (5,), (3, 7, 5)),  # several posterior samples
+        ((3, 7, 5), (7, 5), (7, 5), (7, 5)),  # log-probability of several draws
+        ((7, 5), (1, 5), (7, 5), (5,)),
+        ((7, 5), (7, 5), (5,), None),  # negative binomial
+        ((4, 7, 5), (7, 5), (5,), None),
+    ],
+)
+def test_hand_written_gradients_match_autograd(x_shape, mu_shape, theta_shape, pi_shape):
+    torch.manual_seed(0)
+    x = torch.poisson(torch.rand(*x_shape, dtype=DT) * 3)
+    mu = (torch.rand(*mu_shape, dtype=DT) * 4).requires_grad_()
+    theta = (torch.rand(*theta_shape, dtype=DT) + 0.1).requires_grad_()
+    pi = torch.randn(*pi_shape, dtype=DT).requires_grad_() if pi_shape else None
+    params = [mu, theta] + ([pi] if pi is not None else [])
+
+    def ours(*args):
+        return log_zinb_positive(x, *args) if pi is not None else log_nb_positive(x, *args)
+
+    assert torch.autograd.gradcheck(ours, params)
+    reference = _nb_family_autograd(x, mu, theta.view(1, -1) if theta.dim() == 1 else theta, pi, 1e-8)
+    out = ours(*params)
+    assert out.shape == reference.shape
+    torch.testing.assert_close(out, reference)
+    weights = torch.randn_like(out)
+    for g_ours, g_ref in zip(torch.autograd.grad(out, params, weights), torch.autograd.grad(reference, params, weights)):
+        torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_counts_requiring_gradients_fall_back_to_autograd():
+    x, mu, theta, pi = _params()
+    x.requires_grad_()
+    out = log_zinb_positive(x, mu, theta, pi)
+    (grad_x,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(grad_x).all()
+
+
+def test_digamma_matches_torch():
+    v = torch.logspace(-6, 7, 3000, dtype=DT)
+    torch.testing.assert_close(digamma(v), torch.digamma(v), rtol=1e-9, atol=1e-9)
+    v32 = v.float()
+    rel = (digamma(v32).double() - torch.digamma(v)).abs() / torch.digamma(v).abs().clamp(min=1.0)
+    assert rel.max() < 1e-6
+
+
+def test_log_factorial_table_and_fallback():
+    counts = torch.tensor([[0.0, 1.0, 2.0, 170.0, 16383.0], [5.0, 16384.0, 1e6, 3.0, 0.0]])
+    torch.testing.assert_close(log_factorial(counts), torch.lgamma(counts + 1))
+    fractional = counts + 0.5  # normalised (non-integer) data: computed with lgamma
+    torch.testing.assert_close(log_factorial(fractional), torch.lgamma(fractional + 1))
+    torch.testing.assert_close(log_factorial(-counts - 0.5), torch.lgamma(-counts + 0.5))
