@@ -17,6 +17,8 @@ install_requires = [
     "anndata>=0.10",
     "scikit-learn>=1.3",
     "tqdm>=4.60",
+    # SeqfishDataset reads the original .xlsx file (pandas.read_excel needs openpyxl).
+    "openpyxl>=3.1",
 ]
 extras_require = {
     "test": [

@@ -47,12 +47,14 @@ def _url(server, db="scvi_db"):
 
 
 def _run_with_thread_workers(url, exp_key, fn, max_evals, n_workers=2):
-    workers = [Worker(url, exp_key, reserve_timeout=3.0) for _ in range(n_workers)]
+    workers = [Worker(url, exp_key, reserve_timeout=60.0) for _ in range(n_workers)]
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for thread in threads:
         thread.start()
     trials = MongoTrials4(url, exp_key=exp_key)
     run_fmin(trials, fn, SPACE, max_evals=max_evals, rstate=0)
+    for worker in workers:
+        worker.stop()
     for thread in threads:
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)

@@ -94,20 +94,27 @@ class Worker:
         self._domains: Dict[str, object] = {}
         self._current: Optional[dict] = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # ends the heartbeat, when run() returns
+        self._stop_requested = threading.Event()
 
     def reserve(self) -> Optional[dict]:
-        """Claim a job, polling with backoff; ``None`` after ``reserve_timeout`` seconds."""
+        """Claim a job, polling with backoff; ``None`` after ``reserve_timeout`` seconds or :meth:`stop`."""
         start = time.monotonic()
         pause, longest = self.poll
         while True:
             job = retrying(lambda: self.handle.reserve(self.host_id, exp_key=self.exp_key), "reserve")
             if job is not None:
                 return job
+            if self._stop_requested.is_set():
+                return None
             if self.reserve_timeout is not None and time.monotonic() - start > self.reserve_timeout:
                 return None
             time.sleep(pause)
             pause = min(pause * 1.5, longest)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return once the current job (if any) is finished."""
+        self._stop_requested.set()
 
     def _domain(self, job: dict):
         """The job's objective (hyperopt's pickled ``Domain``), loaded once per upload."""

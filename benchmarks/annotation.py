@@ -1,0 +1,196 @@
+"""Cell-type annotation with SCANVI against scikit-learn baselines (and the original package).
+
+Workflow: ``kidney_immune_raw.h5ad`` (1,000 cells x 19,969 genes, 12 cell types, all genes kept);
+10% of the cells of each type (at least one) are labelled, drawn with ``--seed``; the rest are
+predicted. SCANVI with its defaults (``SCANVI(n_genes, n_labels=12)``) is trained by
+``SemiSupervisedTrainer`` (defaults, ``frequency=None``) for ``--epochs`` epochs, with the labelled
+and unlabelled sets given explicitly (``trainer.labelled_set = trainer.create_posterior(indices=...)``),
+torch threads ``--threads``. Reported: accuracy on the unlabelled cells and the seconds spent in
+``trainer.train``. Baselines on the same split: ``compute_accuracy_svc`` and ``compute_accuracy_rf``
+on ``log1p`` of the counts normalised to 10,000 per cell.
+
+``--vs-legacy PYTHON`` runs the same SCANVI workflow with the original package in the
+interpreter ``PYTHON`` (e.g. ``/work/legacy-venv/bin/python``), interleaved with ours
+(A B A B ...). Timings on a shared machine are noisy.
+
+Usage::
+
+    python benchmarks/annotation.py
+    python benchmarks/annotation.py --vs-legacy /work/legacy-venv/bin/python --repeats 1
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "real", "kidney_immune_raw.h5ad")
+
+
+def make_split(h5ad: str, out: str, fraction: float, seed: int) -> dict:
+    """Write counts, integer labels and the labelled / unlabelled indices to ``out`` (.npz)."""
+    import anndata
+    import numpy as np
+    import scipy.sparse as sp_sparse
+
+    adata = anndata.read_h5ad(h5ad)
+    X = sp_sparse.csr_matrix(adata.X, dtype=np.float32)
+    cell_types, labels = np.unique(adata.obs["celltype"].astype(str).to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    labelled = []
+    for label in range(len(cell_types)):
+        members = np.flatnonzero(labels == label)
+        n = max(1, int(round(fraction * len(members))))
+        labelled.append(rng.choice(members, size=n, replace=False))
+    labelled = np.sort(np.concatenate(labelled))
+    unlabelled = np.setdiff1d(np.arange(len(labels)), labelled)
+    np.savez(
+        out, data=X.data, indices=X.indices, indptr=X.indptr, shape=X.shape, labels=labels,
+        labelled=labelled, unlabelled=unlabelled,
+    )
+    return {"n_cells": int(X.shape[0]), "n_genes": int(X.shape[1]), "n_types": len(cell_types),
+            "n_labelled": len(labelled), "n_unlabelled": len(unlabelled)}
+
+
+def load_split(path: str):
+    import numpy as np
+    import scipy.sparse as sp_sparse
+
+    f = np.load(path)
+    X = sp_sparse.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
+    return X, f["labels"], f["labelled"], f["unlabelled"]
+
+
+def worker(path: str, epochs: int, threads: int, seed: int) -> dict:
+    """Train SCANVI in this interpreter (ours or the original, whichever ``import scvi`` finds)."""
+    import logging
+    import warnings
+
+    import numpy as np
+    import torch
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(threads)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    from scvi.dataset import GeneExpressionDataset
+    from scvi.inference import SemiSupervisedTrainer
+    from scvi.models import SCANVI
+
+    X, labels, labelled, unlabelled = load_split(path)
+    dataset = GeneExpressionDataset()
+    dataset.populate_from_data(X, labels=labels)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = SCANVI(dataset.nb_genes, n_batch=0, n_labels=dataset.n_labels)
+    trainer = SemiSupervisedTrainer(model, dataset, frequency=None, use_cuda=False, show_progbar=False)
+    trainer.labelled_set = trainer.create_posterior(indices=labelled)
+    trainer.unlabelled_set = trainer.create_posterior(indices=unlabelled)
+    start = time.perf_counter()
+    trainer.train(n_epochs=epochs)
+    seconds = time.perf_counter() - start
+    y, y_pred = trainer.unlabelled_set.compute_predictions()
+    import scvi
+
+    return {
+        "package": f"scvi {getattr(scvi, '__version__', '?')} ({os.path.dirname(scvi.__file__)})",
+        "accuracy_unlabelled": round(float(np.mean(y == y_pred)), 4),
+        "train_seconds": round(seconds, 1),
+    }
+
+
+def baselines(path: str) -> dict:
+    """SVC and random-forest accuracies on the unlabelled cells (ours)."""
+    import warnings
+
+    import numpy as np
+
+    warnings.simplefilter("ignore")
+    sys.path.insert(0, REPO_ROOT)
+    from scvi.inference.annotation import compute_accuracy_rf, compute_accuracy_svc
+
+    X, labels, labelled, unlabelled = load_split(path)
+    X = X.multiply(1e4 / np.maximum(X.sum(axis=1), 1)).tocsr()
+    X.data = np.log1p(X.data)
+    X = X.toarray()
+    out = {}
+    for name, func in (("svc", compute_accuracy_svc), ("rf", compute_accuracy_rf)):
+        start = time.perf_counter()
+        (_, test), _ = func(X[labelled], labels[labelled], X[unlabelled], labels[unlabelled])
+        out[name] = {"accuracy_unlabelled": round(test.unweighted, 4), "seconds": round(time.perf_counter() - start, 1)}
+    return out
+
+
+def spawn(python: str, args, ours: bool) -> dict:
+    env = dict(os.environ)
+    if ours:
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    else:
+        env.pop("PYTHONPATH", None)
+    command = [python, os.path.abspath(__file__), "--worker", "--split", args.split]
+    command += ["--epochs", str(args.epochs), "--threads", str(args.threads), "--seed", str(args.seed)]
+    out = subprocess.run(command, env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{python} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA, help="the kidney immune .h5ad")
+    parser.add_argument("--fraction", type=float, default=0.1, help="labelled fraction of each cell type")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each package (interleaved)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip SVC / RF")
+    parser.add_argument("--vs-legacy", metavar="PYTHON", help="interpreter with the original scvi package")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--split", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args.split, args.epochs, args.threads, args.seed)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        args.split = os.path.join(tmp, "split.npz")
+        workflow = make_split(args.data, args.split, args.fraction, args.seed)
+        workflow.update({"epochs": args.epochs, "threads": args.threads, "seed": args.seed})
+        ours, legacy = [], []
+        for _ in range(args.repeats):
+            ours.append(spawn(sys.executable, args, ours=True))
+            if args.vs_legacy:
+                legacy.append(spawn(args.vs_legacy, args, ours=False))
+        result = {"workflow": workflow, "scanvi_ours": ours}
+        if legacy:
+            result["scanvi_legacy"] = legacy
+        if not args.no_baselines:
+            result["baselines"] = baselines(args.split)
+        print(json.dumps(result, indent=1))
+        print_table(result)
+
+
+def print_table(result: dict) -> None:
+    """The summary table: accuracy on the unlabelled cells and training seconds (medians)."""
+    rows = [("SCANVI (ours)", result["scanvi_ours"])]
+    if "scanvi_legacy" in result:
+        rows.append(("SCANVI (scvi 0.6.8)", result["scanvi_legacy"]))
+    print(f"\n{'method':<22}{'accuracy':>10}{'train s':>10}")
+    for name, runs in rows:
+        accuracy = statistics.median(r["accuracy_unlabelled"] for r in runs)
+        seconds = statistics.median(r["train_seconds"] for r in runs)
+        print(f"{name:<22}{accuracy:>10.3f}{seconds:>10.1f}")
+    for name, values in result.get("baselines", {}).items():
+        print(f"{name.upper() + ' (sklearn)':<22}{values['accuracy_unlabelled']:>10.3f}{'-':>10}")
+    if "scanvi_legacy" in result:
+        ratio = statistics.median(r["train_seconds"] for r in result["scanvi_legacy"]) / statistics.median(
+            r["train_seconds"] for r in result["scanvi_ours"]
+        )
+        print(f"training speed-up ours vs legacy: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
