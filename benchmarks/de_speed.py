@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,10 +122,10 @@ def _run(python: str, role: str, args, data_path: str, mode: str) -> dict:
 
 
 def _summary(runs: list) -> dict:
-    seconds = sorted(r["seconds"] for r in runs)
+    seconds = [r["seconds"] for r in runs]
     return dict(
-        seconds=[round(s, 3) for s in (r["seconds"] for r in runs)],
-        median_seconds=round(seconds[len(seconds) // 2], 3),
+        seconds=[round(s, 3) for s in seconds],
+        median_seconds=round(statistics.median(seconds), 3),
         peak_rss_mb=round(max(r["peak_rss_mb"] for r in runs), 1),
         de_rss_increase_mb=round(max(r["peak_rss_mb"] - r["rss_before_de_mb"] for r in runs), 1),
         setup_peak_rss_mb=round(max(r["setup_peak_rss_mb"] for r in runs), 1),

@@ -10,3 +10,4 @@ from .annotation import (  # noqa: E402
     JointSemiSupervisedTrainer,
     SemiSupervisedTrainer,
 )
+from .jvae_trainer import JVAETrainer  # noqa: E402

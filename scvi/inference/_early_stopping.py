@@ -18,7 +18,8 @@ def _metric_mode(posterior_class, metric: Optional[str], parameter: str) -> Opti
             name for name in dir(posterior_class) if getattr(getattr(posterior_class, name, None), "mode", None)
         )
         raise ValueError(
-            f"`{parameter}` must name a metric of {posterior_class.__name__} with a mode, one of {known}; got {metric!r}"
+            f"`{parameter}` must name a metric of {posterior_class.__name__} with a mode, "
+            f"one of {known}; got {metric!r}"
         )
     return mode
 

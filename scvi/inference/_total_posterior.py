@@ -26,7 +26,9 @@ __all__ = ["TotalPosterior"]
 TransformBatch = Optional[Union[int, Sequence[int]]]
 
 
-def _stack_samples(chunks: List[torch.Tensor], n_samples: int, give_mean: bool, samples_last: bool = True) -> np.ndarray:
+def _stack_samples(
+    chunks: List[torch.Tensor], n_samples: int, give_mean: bool, samples_last: bool = True
+) -> np.ndarray:
     """Concatenate per-minibatch outputs over cells: ``(n_cells, n_features)``, or without
     ``give_mean`` and ``n_samples > 1``: ``(n_cells, n_features, n_samples)`` (``samples_last``,
     the totalVI convention) or ``(n_samples, n_cells, n_features)`` (the ``Posterior`` convention)."""
@@ -98,7 +100,8 @@ class TotalPosterior(Posterior):
 
     def corrupted(self) -> "TotalPosterior":
         """A copy whose minibatches hold the corrupted gene counts (and the protein counts)."""
-        return self.update({"collate_fn": self.gene_dataset.collate_fn_builder(self._collate_attributes, corrupted=True)})
+        collate_fn = self.gene_dataset.collate_fn_builder(self._collate_attributes, corrupted=True)
+        return self.update({"collate_fn": collate_fn})
 
     def uncorrupted(self) -> "TotalPosterior":
         """A copy whose minibatches hold the original gene counts (and the protein counts)."""
@@ -226,6 +229,27 @@ class TotalPosterior(Posterior):
             torch.cat(library_gene).numpy().ravel(),
         )
 
+    @torch.no_grad()
+    def nn_overlap_score(self, **kwargs) -> Tuple[float, float]:
+        """Agreement of the latent and protein nearest-neighbour graphs (see ``posterior_utils.nn_overlap``).
+
+        Uses the dataset's ``protein_expression_clr`` when it has one, else the centred log-ratio
+        transform ``log1p(y) - mean(log1p(y))`` of ``protein_expression`` (per cell).
+
+        Returns
+        -------
+        spearman_correlation, fold_enrichment
+        """
+        from scvi.inference.posterior_utils import nn_overlap
+
+        posterior = self.sequential()
+        latent = posterior.get_latent()[0]
+        proteins = getattr(self.gene_dataset, "protein_expression_clr", None)
+        if proteins is None:
+            logged = np.log1p(np.asarray(self.gene_dataset.protein_expression, dtype=np.float64))
+            proteins = logged - logged.mean(axis=1, keepdims=True)
+        return nn_overlap(latent, np.asarray(proteins)[posterior.indices], **kwargs)
+
     # ------------------------------------------------------------------ model parameters per cell
     def _per_cell(
         self,
@@ -258,7 +282,7 @@ class TotalPosterior(Posterior):
 
     @torch.no_grad()
     def get_sample_dropout(self, n_samples: int = 1, give_mean: bool = True) -> np.ndarray:
-        """Zero-inflation probability of the genes, ``(n_cells, n_genes)`` (``(…, n_samples)`` without ``give_mean``)."""
+        """Zero-inflation probability of the genes, ``(n_cells, n_genes)`` (``(…, n_samples)`` if not ``give_mean``)."""
         return self._per_cell(lambda out: (torch.sigmoid(out["px_"]["dropout"]),), n_samples, give_mean)[0]
 
     @torch.no_grad()

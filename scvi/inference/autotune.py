@@ -181,6 +181,14 @@ def auto_tune_scvi_model(
     RuntimeError
         If every evaluation failed (the first traceback is in the message).
 
+    Notes
+    -----
+    Parallel search: an exception in the objective marks that evaluation failed (state 3, with
+    its traceback in ``result["traceback"]``) and the search goes on; the job of a worker that
+    died (killed, out of memory) goes back to the queue and the worker is replaced; a worker
+    on another machine that stops checking in for 60 s has its job handed back too. Sequential
+    search: an exception stops the search, as in hyperopt.
+
     Examples
     --------
     >>> from scvi.dataset import CortexDataset  # doctest: +SKIP
@@ -269,13 +277,24 @@ def _train_best(objective: Callable, space: dict, trials):
 
     ok = [t for t in trials.trials if t["result"].get("status") == STATUS_OK]
     if not ok:
-        raise RuntimeError(f"all {len(trials.trials)} evaluations failed or none finished; nothing to retrain")
+        raise RuntimeError(f"no evaluation succeeded; nothing to retrain.{_first_failure(trials)}")
     best = trials.best_trial
     best_space = best["result"].get("space")
     if best_space is None:
         best_space = space_eval(space, trials.argmin)
     logger.debug("Training best model with full training set")
     return objective(best_space, is_best_training=True)
+
+
+def _first_failure(trials) -> str:
+    """The traceback of one failed evaluation stored in the database, if any (for error messages)."""
+    handle = getattr(trials, "handle", None)
+    if handle is None:
+        return ""
+    query = {"state": 3} if trials._exp_key is None else {"state": 3, "exp_key": trials._exp_key}
+    doc = handle.jobs.find_one(query)
+    traceback = doc and doc.get("result", {}).get("traceback")
+    return f" First failure:\n{traceback}" if traceback else ""
 
 
 def _save_results(save_path: Path, exp_key: str, trials, best_trainer) -> None:

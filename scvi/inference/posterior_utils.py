@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from scvi._utils import atomic_path, check_random_state, resolve_device
+from scvi.dataset import AnnDatasetFromAnnData
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def load_posterior(
     >>> trainer.train_set.save_posterior("./my_run_train_posterior")
     >>> post = load_posterior("./my_run_train_posterior", model=VAE(n_genes, n_batch))
     """
-    from scvi.dataset import AnnDatasetFromAnnData
-
     path = Path(dir_path)
     type_file = path / "posterior_type.txt"
     if not type_file.exists():
@@ -218,7 +217,9 @@ def nn_overlap(X1, X2, k=100) -> Tuple[float, float]:
     return spearman_correlation, fold_enrichment
 
 
-def unsupervised_clustering_accuracy(y: Union[np.ndarray, torch.Tensor], y_pred: Union[np.ndarray, torch.Tensor]) -> tuple:
+def unsupervised_clustering_accuracy(
+    y: Union[np.ndarray, torch.Tensor], y_pred: Union[np.ndarray, torch.Tensor]
+) -> tuple:
     """Accuracy of the best one-to-one matching of predicted clusters to labels (Hungarian).
 
     Parameters

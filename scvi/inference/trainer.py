@@ -374,7 +374,9 @@ class Trainer:
         for name, posterior in list(self._posteriors.items()):
             self.register_posterior(name, posterior.uncorrupted())
 
-    def train_test_validation(self, model=None, gene_dataset=None, train_size=0.9, test_size=None, type_class=Posterior):
+    def train_test_validation(
+        self, model=None, gene_dataset=None, train_size=0.9, test_size=None, type_class=Posterior
+    ):
         """Posteriors over a seeded random split of the cells: train, test and validation.
 
         Parameters

@@ -10,7 +10,7 @@ Proteins that were not measured in a batch are excluded from that batch's protei
 and background KL through ``protein_batch_mask``.
 """
 import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -213,7 +213,8 @@ class TOTALVI(nn.Module):
         self.background_pro_log_beta = nn.Parameter(log_beta)
 
         n_columns = {"gene": None, "gene-batch": n_batch, "gene-label": n_labels}[gene_dispersion]
-        self.px_r = nn.Parameter(torch.randn(n_input_genes) if n_columns is None else torch.randn(n_input_genes, n_columns))
+        shape = (n_input_genes,) if n_columns is None else (n_input_genes, n_columns)
+        self.px_r = nn.Parameter(torch.randn(shape))
         n_columns = {"protein": None, "protein-batch": n_batch, "protein-label": n_labels}[protein_dispersion]
         shape = (n_input_proteins,) if n_columns is None else (n_input_proteins, n_columns)
         self.py_r = nn.Parameter(torch.ones(shape))
@@ -401,7 +402,7 @@ class TOTALVI(nn.Module):
         label: Optional[torch.Tensor] = None,
         n_samples: int = 1,
     ) -> torch.Tensor:
-        """Mean of the gene negative binomial, ``(n_cells, n_input_genes)`` (``(n_samples, …)`` if ``n_samples > 1``)."""
+        """Mean of the gene negative binomial, ``(n_cells, n_input_genes)`` (``(n_samples, …)`` for several samples)."""
         return self.inference(x, y, batch_index=batch_index, label=label, n_samples=n_samples)["px_"]["rate"]
 
     def get_sample_dispersion(

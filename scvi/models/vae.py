@@ -363,7 +363,9 @@ class LDVAE(VAE):
         latent_distribution: str = "normal",
     ):
         if dispersion == "gene-cell":
-            raise ValueError("LDVAE does not decode a dispersion: `dispersion` must be 'gene', 'gene-batch' or 'gene-label'")
+            raise ValueError(
+                "LDVAE does not decode a dispersion: `dispersion` must be 'gene', 'gene-batch' or 'gene-label'"
+            )
         super().__init__(
             n_input,
             n_batch,

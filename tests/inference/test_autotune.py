@@ -42,6 +42,11 @@ def server(tmp_path):
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def autotune():
+    return pytest.importorskip("scvi.inference.autotune")
+
+
 def _url(server, db="scvi_db"):
     return with_database(server.url, db)
 
@@ -111,6 +116,12 @@ def test_failed_trial_keeps_traceback_and_search_goes_on(server):
     assert all("planted failure" in d["result"]["traceback"] for d in failed)
     assert all(d["result"]["status"] == hyperopt.STATUS_FAIL and "RuntimeError" in d["error"][0] for d in failed)
     assert len(trials.trials) == 12 - len(failed)  # hyperopt's view: errors are not trials
+
+
+def test_no_successful_trial_gives_a_clear_error(server, autotune):
+    trials = _run_with_thread_workers(_url(server), "allfail", lambda s: objectives.fails_above(s, threshold=-1), 3)
+    with pytest.raises(RuntimeError, match="(?s)no evaluation succeeded.*planted failure"):
+        autotune._train_best(objectives.quadratic, SPACE, trials)
 
 
 def test_stale_job_is_requeued_and_late_result_refused(server):
@@ -241,11 +252,6 @@ def test_worker_command_line_runs_jobs(server):
 
 
 # ---- the public function: argument checking and the sequential search -------------------------
-
-
-@pytest.fixture(scope="module")
-def autotune():
-    return pytest.importorskip("scvi.inference.autotune")
 
 
 @pytest.mark.parametrize(

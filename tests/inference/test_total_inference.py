@@ -209,7 +209,8 @@ def test_generation(full, citeseq):
     observed = np.concatenate([citeseq.dataset.X, citeseq.dataset.protein_expression], axis=1)
     np.testing.assert_array_equal(old, observed)
     # the posterior-predictive samples have the model's means: gene rates and the protein mixture mean
-    model_means = np.concatenate([full.imputation(n_samples=3).mean((0, 1)), full.get_protein_mean(n_samples=3).mean(0)])
+    gene_means = full.imputation(n_samples=3).mean((0, 1))
+    model_means = np.concatenate([gene_means, full.get_protein_mean(n_samples=3).mean(0)])
     np.testing.assert_allclose(new.mean((0, 2)), model_means, rtol=0.15)
     denoised = full.generate_denoised_samples(n_samples=2, rna_size_factor=1000)
     assert denoised.shape == (n_cells, n_features, 2) and (denoised >= 0).all()
@@ -219,6 +220,12 @@ def test_generation(full, citeseq):
         np.testing.assert_allclose(np.diag(corr), 1, rtol=1e-6)
     logged = full.generate_feature_correlation_matrix(n_samples=2, log_transform=True)
     assert np.isfinite(logged).all()
+
+
+def test_nn_overlap_score(full):
+    """Planted clusters drive both RNA and proteins: latent neighbours are protein neighbours."""
+    spearman, fold_enrichment = full.nn_overlap_score(k=30)
+    assert fold_enrichment > 1.5 and spearman > 0
 
 
 def test_metrics(trained):
@@ -264,7 +271,9 @@ def test_discriminator_loss_targets():
     """A classifier sure of the true batch has a low loss for the true class and a high 'fooling' loss."""
     data = planted_citeseq(n_cells=60, n_batches=3)
     model = TOTALVI(data.dataset.nb_genes, N_PROTEINS, n_batch=3, n_hidden=8, n_latent=3)
-    trainer = TotalTrainer(model, data.dataset, early_stopping_kwargs=None, use_adversarial_loss=True, show_progbar=False)
+    trainer = TotalTrainer(
+        model, data.dataset, early_stopping_kwargs=None, use_adversarial_loss=True, show_progbar=False
+    )
     batch = torch.tensor([[0], [1], [2]])
 
     class Sure(torch.nn.Module):

@@ -94,3 +94,52 @@ def test_totalvi_tutorial_on_pbmc10k(legacy_fixtures):
         assert np.corrcoef(np.log(library_gene), totals)[0, 1] > 0.5
     finally:
         torch.set_num_threads(threads)
+
+
+def test_legacy_totalvi_benchmark_sequence(tmp_path):
+    """The calls of scvi 0.6's ``benchmark.totalvi_benchmark`` and its test, on ``SyntheticDataset``."""
+    from scvi.dataset import SyntheticDataset
+    from scvi.inference.posterior_utils import load_posterior
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for n_batches in (1, 2):
+            dataset = SyntheticDataset(n_batches=n_batches)
+            totalvae = TOTALVI(dataset.nb_genes, len(dataset.protein_names), n_batch=dataset.n_batches)
+            trainer = TotalTrainer(
+                totalvae, dataset, train_size=0.5, use_cuda=False, early_stopping_kwargs=None, show_progbar=False
+            )
+            trainer.train(n_epochs=1)
+            test_set = trainer.test_set
+            assert np.isfinite(test_set.reconstruction_error())
+            assert np.isfinite(test_set.marginal_ll(n_mc_samples=3))
+            n_cells = test_set.nb_cells
+            assert test_set.get_protein_background_mean().shape == (n_cells, 100)
+            assert test_set.get_latent()[0].shape == (n_cells, 20)
+            assert test_set.generate(n_samples=2)[0].shape == (n_cells, 200, 2)
+            assert test_set.get_sample_dropout().shape == (n_cells, 100)
+            test_set.get_normalized_denoised_expression(transform_batch=0)
+            assert test_set.imputation().shape == (n_cells, 100)
+            assert test_set.get_protein_mean().shape == (n_cells, 100)
+            de_tables, clusters = test_set.one_vs_all_degenes(n_samples=2, M_permutation=10)
+            assert len(de_tables) == len(clusters) and len(de_tables[0]) == 200  # genes + proteins
+            assert test_set.generate_feature_correlation_matrix(n_samples=2).shape == (200, 200)
+            if n_batches == 2:
+                test_set.generate_feature_correlation_matrix(n_samples=2, transform_batch=[0, 1])
+
+        adversarial = TotalTrainer(
+            totalvae, dataset, train_size=0.5, use_cuda=False, early_stopping_kwargs=None,
+            use_adversarial_loss=True, show_progbar=False,
+        )
+        adversarial.train(n_epochs=1)
+        original = adversarial.create_posterior(
+            totalvae, dataset, indices=np.arange(len(dataset)), type_class=TotalPosterior
+        )
+        original.save_posterior(str(tmp_path / "posterior"))
+        new_totalvae = TOTALVI(dataset.nb_genes, len(dataset.protein_names), n_batch=dataset.n_batches)
+        new_post = load_posterior(str(tmp_path / "posterior"), model=new_totalvae, use_cuda=False)
+        assert new_post.posterior_type == "TotalPosterior"
+        np.testing.assert_array_equal(new_post.gene_dataset.protein_expression, dataset.protein_expression)
+    finally:
+        torch.set_num_threads(threads)

@@ -118,7 +118,8 @@ def test_multi_encoder_and_decoder():
         MultiEncoder(3, [10, 7], 3)
     for n_cond, n_shared in [(1, 1), (0, 1), (1, 0)]:
         decoder = MultiDecoder(3, 12, n_layers_conditioned=n_cond, n_layers_shared=n_shared, n_cat_list=[2])
-        px_scale, px_r, px_rate, px_dropout = decoder(torch.randn(5, 3), 0, torch.zeros(5, 1), "gene-cell", torch.ones(5, 1))
+        z, library, batch = torch.randn(5, 3), torch.zeros(5, 1), torch.ones(5, 1)
+        px_scale, px_r, px_rate, px_dropout = decoder(z, 0, library, "gene-cell", batch)
         assert px_scale.shape == px_r.shape == px_rate.shape == px_dropout.shape == (5, 12)
 
 

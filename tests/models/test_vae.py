@@ -132,7 +132,10 @@ def test_transform_batch_changes_outputs_only_through_the_batch():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"dispersion": "genes"}, "`dispersion` must be one of 'gene', 'gene-batch', 'gene-label', 'gene-cell'; got 'genes'"),
+        (
+            {"dispersion": "genes"},
+            "`dispersion` must be one of 'gene', 'gene-batch', 'gene-label', 'gene-cell'; got 'genes'",
+        ),
         ({"reconstruction_loss": "zip"}, "`reconstruction_loss` must be one of 'zinb', 'nb', 'poisson'; got 'zip'"),
         ({"latent_distribution": "lognormal"}, "`latent_distribution` must be one of 'normal', 'ln'"),
         ({"dispersion": "gene-batch", "n_batch": 0}, "needs `n_batch` >= 1"),
@@ -212,9 +215,11 @@ def test_training_lowers_the_loss_and_separates_planted_clusters(model_cls):
     if model_cls is LDVAE:
         loadings = model.get_loadings()
         assert loadings.shape == (N_GENES, 4)
-        # the 24 planted DE genes carry larger loadings than the null genes
-        strength = np.abs(loadings).max(1)
-        assert strength[:24].mean() > 1.5 * strength[24:].mean()
+        # the 24 planted DE genes carry larger loadings than the null genes (centred per latent
+        # dimension: the softmax is invariant to a shift of all genes)
+        strength = np.linalg.norm(loadings - loadings.mean(0), axis=1)
+        auc = np.mean(strength[:24, None] > strength[None, 24:])
+        assert auc > 0.75, auc
 
 
 def test_state_dict_round_trip_gives_identical_outputs():

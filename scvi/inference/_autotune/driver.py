@@ -95,6 +95,8 @@ class _ProgressContext:
         self.on_progress = on_progress
         self.n_done = initial
         self.postfix = ""
+        if initial:  # a resumed experiment: count the evaluations already done
+            on_progress(initial)
 
     def update(self, n: int) -> None:
         self.n_done += n

@@ -95,18 +95,18 @@ def credible_intervals(ary: np.ndarray, confidence_level: Union[float, List[floa
     if np.ndim(confidence_level) > 0:
         return np.stack([credible_intervals(ary, level) for level in np.asarray(confidence_level)])
     ary = np.asarray(ary)
-    if ary.ndim == 1:
-        return hpd_from_sorted(np.sort(ary)[:, None], confidence_level)[0]
-    return hpd_from_sorted(np.sort(ary, axis=0), confidence_level)
+    rows = np.sort(ary.reshape(len(ary), -1).T, axis=1)
+    intervals = hpd_from_sorted_rows(rows, confidence_level)
+    return intervals[0] if ary.ndim == 1 else intervals
 
 
-def hpd_from_sorted(sorted_samples: np.ndarray, confidence_level: float) -> np.ndarray:
-    """HPD intervals of each column of samples already sorted along axis 0.
+def hpd_from_sorted_rows(rows: np.ndarray, confidence_level: float) -> np.ndarray:
+    """HPD intervals of samples sorted along each row.
 
     Parameters
     ----------
-    sorted_samples
-        Shape ``(n_samples, n_features)``, sorted along axis 0.
+    rows
+        Shape ``(n_features, n_samples)``, each row sorted.
     confidence_level
         Mass of the interval, in ``[0, 1)``.
 
@@ -115,7 +115,7 @@ def hpd_from_sorted(sorted_samples: np.ndarray, confidence_level: float) -> np.n
     numpy.ndarray
         Shape ``(n_features, 2)``: interval minima and maxima.
     """
-    n = sorted_samples.shape[0]
+    n = rows.shape[1]
     width_idx = int(np.floor(confidence_level * n))
     n_intervals = n - width_idx
     if n_intervals <= 0 or width_idx < 0:
@@ -123,10 +123,9 @@ def hpd_from_sorted(sorted_samples: np.ndarray, confidence_level: float) -> np.n
             "Too few elements for interval calculation. "
             "Check that credible_interval meets condition 0 =< credible_interval < 1"
         )
-    widths = sorted_samples[width_idx:] - sorted_samples[:n_intervals]
-    start = np.argmin(widths, axis=0)
-    columns = np.arange(sorted_samples.shape[1])
-    return np.stack([sorted_samples[start, columns], sorted_samples[start + width_idx, columns]], axis=1)
+    start = np.argmin(rows[:, width_idx:] - rows[:, :n_intervals], axis=1)
+    features = np.arange(rows.shape[0])
+    return np.stack([rows[features, start], rows[features, start + width_idx]], axis=1)
 
 
 def describe_continuous_distrib(
@@ -152,23 +151,29 @@ def describe_continuous_distrib(
     if isinstance(samples, torch.Tensor):
         samples = samples.detach().cpu().numpy()
     samples = np.asarray(samples)
+    rows = np.ascontiguousarray(samples.reshape(len(samples), -1).T)
+    props = describe_rows(rows, credible_intervals_levels)
+    return {key: value.reshape(samples.shape[1:]) for key, value in props.items()}
+
+
+def describe_rows(rows: np.ndarray, credible_intervals_levels=None) -> dict:
+    """:func:`describe_continuous_distrib` of samples laid out one feature per row,
+    ``(n_features, n_samples)``; reorders each row in place (the rows are a scratch buffer)."""
     levels = [] if credible_intervals_levels is None else list(np.atleast_1d(credible_intervals_levels))
-    props = dict(mean=samples.mean(0), std=samples.std(0), min=samples.min(0), max=samples.max(0))
-    if not levels:
-        props["median"] = np.median(samples, 0)
+    n = rows.shape[1]
+    props = dict(mean=rows.mean(1), median=None, std=rows.std(1), min=rows.min(1), max=rows.max(1))
+    middle = [(n - 1) // 2, n // 2]
+    if levels:
+        rows.sort(axis=1)  # one sort serves the median and every interval
     else:
-        # one sort serves the median and every interval
-        ordered = np.sort(samples, axis=0)
-        n = ordered.shape[0]
-        props["median"] = 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
-        for level in levels:
-            interval = hpd_from_sorted(ordered.reshape(n, -1), float(level))
-            shape = samples.shape[1:]
-            key = str(level)[:5]
-            props[f"confidence_interval_{key}_min"] = interval[:, 0].reshape(shape)
-            props[f"confidence_interval_{key}_max"] = interval[:, 1].reshape(shape)
-    order = ["mean", "median", "std", "min", "max"]
-    return {**{k: props[k] for k in order}, **{k: v for k, v in props.items() if k not in order}}
+        rows.partition(middle, axis=1)
+    props["median"] = rows[:, middle].mean(1)
+    for level in levels:
+        interval = hpd_from_sorted_rows(rows, float(level))
+        key = str(level)[:5]
+        props[f"confidence_interval_{key}_min"] = interval[:, 0]
+        props[f"confidence_interval_{key}_max"] = interval[:, 1]
+    return props
 
 
 class PairStatistics:
@@ -207,9 +212,9 @@ class PairStatistics:
                     "change_fn or m1_domain_fn have has wrong properties. Please ensure that these functions have "
                     "the right signatures and outputs and that they can process numpy arrays"
                 ) from error
-            if self._effects is None:
-                self._effects = np.empty((self.n_pairs,) + effect.shape[1:], dtype=effect.dtype)
-            self._effects[self._filled : self._filled + len(effect)] = effect
+            if self._effects is None:  # one row per feature: the summaries run along contiguous rows
+                self._effects = np.empty((effect.shape[1], self.n_pairs), dtype=effect.dtype)
+            self._effects[:, self._filled : self._filled + len(effect)] = effect.T
         self._hits = hits if self._hits is None else self._hits + hits
         self._filled += len(scales1)
 
@@ -226,7 +231,8 @@ class PairStatistics:
                 scale1=scale1,
                 scale2=scale2,
             )
-        props = describe_continuous_distrib(self._effects[: self._filled], cred_interval_lvls)
+        effects = self._effects if self._filled == self.n_pairs else self._effects[:, : self._filled].copy()
+        props = describe_rows(effects, cred_interval_lvls)
         return dict(
             proba_de=proba,
             proba_not_de=1.0 - proba,
