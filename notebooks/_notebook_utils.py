@@ -210,3 +210,102 @@ def real_dataset(name: str, n_cells: Optional[int] = None, random_state: int = 0
 
     adata = subsample_cells(read_real(name), n_cells, random_state)
     return AnnDatasetFromAnnData(adata, **kwargs)
+
+
+def kmeans_clusters(latent, n_clusters: int = 8, random_state: int = 0):
+    """K-means clusters of a latent space, as integers (stand-in for Leiden/Louvain when
+    ``leidenalg``/``louvain`` are not installed)."""
+    from sklearn.cluster import KMeans
+
+    n_clusters = max(1, min(n_clusters, len(latent)))
+    return KMeans(n_clusters=n_clusters, n_init=10, random_state=random_state).fit_predict(latent)
+
+
+def leiden(adata, key_added: str, resolution: float = 1.0, use_rep: Optional[str] = None, n_clusters: int = 8):
+    """``scanpy.tl.leiden``; k-means on ``adata.obsm[use_rep]`` when ``leidenalg`` is not installed.
+
+    The k-means fallback is announced (printed) and stored as categorical strings, like Leiden's.
+    """
+    import scanpy as sc
+
+    try:
+        sc.tl.leiden(adata, key_added=key_added, resolution=resolution)
+    except ImportError as error:
+        latent = adata.obsm[use_rep] if use_rep else adata.X
+        print(f"Leiden unavailable ({error}); clustering with k-means ({n_clusters} clusters) on {use_rep or 'X'}")
+        labels = kmeans_clusters(latent, n_clusters)
+        import pandas as pd
+
+        adata.obs[key_added] = pd.Categorical([str(label) for label in labels])
+
+
+#: Marker genes naming the main PBMC populations (lower-case, as the introduction tutorial uses).
+PBMC_MARKERS = {
+    "CD4 T": "il7r",
+    "CD8 T": "cd8a",
+    "B": "ms4a1",
+    "NK": "gnly",
+    "CD14 monocytes": "lyz",
+    "FCGR3A monocytes": "fcgr3a",
+    "dendritic": "fcer1a",
+    "megakaryocytes": "ppbp",
+}
+
+
+def name_clusters_by_markers(X, gene_names, clusters, markers=None):
+    """Name each cluster after the marker gene it expresses most (relative to the other clusters).
+
+    Parameters
+    ----------
+    X
+        Counts, shape ``(n_cells, n_genes)`` (dense or sparse).
+    gene_names
+        Shape ``(n_genes,)``.
+    clusters
+        Integer cluster of each cell, shape ``(n_cells,)``, values ``0..k-1``.
+    markers
+        ``{population: gene}``; default :data:`PBMC_MARKERS`.
+
+    Returns
+    -------
+    numpy.ndarray of ``k`` names such as ``"2: B (ms4a1)"``; ``"k: ?"`` when no marker is measured.
+    """
+    import numpy as np
+
+    markers = PBMC_MARKERS if markers is None else markers
+    gene_names = np.asarray(gene_names).astype(str)
+    lower = np.char.lower(gene_names)
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    library = X.sum(axis=1, keepdims=True)
+    normalised = X / np.maximum(library, 1) * 1e4
+    clusters = np.asarray(clusters).ravel()
+    k = int(clusters.max()) + 1
+    present = [(pop, gene) for pop, gene in markers.items() if gene in lower]
+    names = []
+    for c in range(k):
+        if not present:
+            names.append(f"{c}: ?")
+            continue
+        scores = []
+        for _, gene in present:
+            column = normalised[:, lower == gene][:, 0]
+            inside, outside = column[clusters == c].mean(), column[clusters != c].mean()
+            scores.append(np.log1p(inside) - np.log1p(outside))
+        pop, gene = present[int(np.argmax(scores))]
+        names.append(f"{c}: {pop} ({gene})")
+    return np.array(names)
+
+
+def stage_fixture_files(relative_paths, destination: Union[str, os.PathLike]) -> None:
+    """Copy legacy fixture files (paths relative to ``legacy-fixtures``) into ``destination``.
+
+    Used where a fixture archive is a stub (HEMATO's ``data.zip`` lacks the annotation files that the
+    loader then reads from its ``save_path``).
+    """
+    import shutil
+
+    fixtures = shared_data_dir() / "legacy-fixtures"
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for relative in relative_paths:
+        shutil.copyfile(fixtures / relative, destination / Path(relative).name)

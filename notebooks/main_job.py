@@ -15,7 +15,6 @@ Everything goes into ``./main_job_output`` (or ``--out``). ``--quick`` is a smal
 """
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -55,10 +54,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--embedding", choices=("auto", "umap", "tsne"), default=None,
                         help="2-D embedding: UMAP when umap-learn is installed (auto, the default), else t-SNE; "
                         "--quick uses t-SNE")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     if args.n_epochs is not None and args.n_epochs < 1:
         parser.error(f"--n-epochs must be a positive integer; got {args.n_epochs}")
+    if args.threads < 1:
+        parser.error(f"--threads must be a positive integer; got {args.threads}")
     return args
 
 
@@ -186,7 +188,8 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scvi.set_seed(args.seed)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # One intra-op thread: on a small shared machine extra threads contend and slow training down.
+    torch.set_num_threads(args.threads)
 
     print(f"== 1. Loading data ({'quick run' if args.quick else 'full run'})")
     dataset, source = load_data(config, args.synthetic, args.seed)

@@ -40,6 +40,17 @@ def real_data(shared_data: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_torch_thread():
+    """Small test models train several times faster on one thread (no intra-op scheduling cost)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _scvi_seed():
     """Every test starts from the same global seeds (library code itself never reseeds)."""

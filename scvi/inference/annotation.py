@@ -232,6 +232,21 @@ class ClassifierTrainer(Trainer):
         """``["train_set"]``."""
         return ["train_set"]
 
+    def train(self, n_epochs=400, lr=1e-3, eps=0.01, params=None, **extras_kwargs):
+        """Train the classifier (see :meth:`Trainer.train`); the parameters of ``sampling_model``
+        outside the classifier get no gradient meanwhile (they are not trained here)."""
+        own = {id(p) for p in self.model.parameters()}
+        frozen = []
+        if isinstance(self.sampling_model, torch.nn.Module):
+            frozen = [p for p in self.sampling_model.parameters() if p.requires_grad and id(p) not in own]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            super().train(n_epochs=n_epochs, lr=lr, eps=eps, params=params, **extras_kwargs)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
     def loss(self, tensors_labelled):
         """Cross-entropy of the predicted labels of a minibatch.
 
@@ -245,8 +260,7 @@ class ClassifierTrainer(Trainer):
         if sampling_model is not None and hasattr(sampling_model, "classify"):
             return cross_entropy(sampling_model.classify(x), labels)
         if sampling_model is not None:
-            with torch.no_grad():  # the sampling model is not trained here
-                x = encode_for_classifier(sampling_model, x, self.sampling_zl)
+            x = encode_for_classifier(sampling_model, x, self.sampling_zl)
         return cross_entropy(self.model(x), labels, probabilities=_outputs_probabilities(self.model))
 
     @torch.no_grad()

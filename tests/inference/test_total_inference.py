@@ -255,6 +255,36 @@ def test_save_and_load_posterior(trained, citeseq, tmp_path):
     np.testing.assert_array_equal(before, after)
 
 
+def test_imputation_of_corrupted_entries(one_thread, tmp_path):
+    data = planted_citeseq(n_cells=120)
+    model = TOTALVI(data.dataset.nb_genes, N_PROTEINS, n_batch=2, n_hidden=16, n_latent=4)
+    trainer = TotalTrainer(model, data.dataset, early_stopping_kwargs=None, show_progbar=False)
+    trainer.corrupt_posteriors(rate=0.1)
+    trainer.train(n_epochs=3)
+    trainer.uncorrupt_posteriors()
+    test_set = trainer.test_set
+    original, imputed = test_set.imputation_list()
+    cells = test_set.sequential().indices
+    X, corrupted = data.dataset.X[cells], data.dataset.corrupted_X[cells]
+    assert len(original) == len(imputed) == len(cells)
+    assert sum(len(o) for o in original) == int((X != corrupted).sum())
+    np.testing.assert_array_equal(np.concatenate(original), X[X != corrupted])
+    assert all((i > 0).all() for i in imputed)  # imputed values are negative-binomial means
+    original, _ = test_set.imputation_benchmark(n_samples=1, show_plot=False, save_path=str(tmp_path))
+    assert len(original) == len(cells)
+
+
+def test_default_early_stopping_runs_on_the_test_elbo(one_thread):
+    data = planted_citeseq(n_cells=120)
+    model = TOTALVI(data.dataset.nb_genes, N_PROTEINS, n_batch=2, n_hidden=16, n_latent=4)
+    trainer = TotalTrainer(model, data.dataset, show_progbar=False)  # early_stopping_kwargs="auto"
+    assert trainer.frequency == 1
+    assert trainer.n_iter_kl_warmup == int(0.75 * len(data.dataset))
+    trainer.train(n_epochs=3)
+    assert len(trainer.history["elbo_test_set"]) >= 3
+    assert trainer.early_stopping.early_stopping_metric == "elbo"
+
+
 def test_adversarial_training(citeseq, one_thread):
     dataset = citeseq.dataset
     model = TOTALVI(dataset.nb_genes, N_PROTEINS, n_batch=2, n_hidden=16, n_latent=4)
