@@ -41,7 +41,7 @@ class JobConfig(NamedTuple):
     n_clusters: int
 
 
-FULL = JobConfig(n_epochs=200, n_genes=1000, n_cells=None, n_mc_samples=100, de_samples=2000, n_clusters=8)
+FULL = JobConfig(n_epochs=150, n_genes=1000, n_cells=None, n_mc_samples=100, de_samples=2000, n_clusters=8)
 QUICK = JobConfig(n_epochs=3, n_genes=200, n_cells=400, n_mc_samples=5, de_samples=100, n_clusters=4)
 
 
@@ -49,7 +49,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="main_job_output", help="output folder (default: ./main_job_output)")
     parser.add_argument("--quick", action="store_true", help="tiny run (a few epochs on 400 cells) for the tests")
-    parser.add_argument("--n-epochs", type=int, default=None, help="training epochs (default 200; 3 with --quick)")
+    parser.add_argument("--n-epochs", type=int, default=None, help="training epochs (default 150; 3 with --quick)")
     parser.add_argument("--synthetic", action="store_true", help="use the synthetic fallback data on purpose")
     parser.add_argument("--embedding", choices=("auto", "umap", "tsne"), default=None,
                         help="2-D embedding: UMAP when umap-learn is installed (auto, the default), else t-SNE; "

@@ -106,9 +106,12 @@ def compute_library_size(data: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
         ``(local_mean, local_var)``, each float32 of shape ``(1, 1)``.
     """
     log_counts = _log_library(data)
+    # variance of the values shifted by the first one: exactly 0 for identical libraries (as scVI 0.6
+    # in float32), where float64 rounding of the mean would leave ~1e-30
+    shift = log_counts[0] if log_counts.size else 0.0
     return (
         np.asarray(np.mean(log_counts), dtype=np.float32).reshape(-1, 1),
-        np.asarray(np.var(log_counts), dtype=np.float32).reshape(-1, 1),
+        np.asarray(np.var(log_counts - shift), dtype=np.float32).reshape(-1, 1),
     )
 
 

@@ -13,6 +13,12 @@ from ._validation import require_nonempty, resolve_index
 logger = logging.getLogger(__name__)
 
 
+class GeneNotFoundError(ValueError, KeyError):
+    """A gene name that is not in the dataset (a ``KeyError`` as in scVI 0.6, and a ``ValueError``)."""
+
+    __str__ = ValueError.__str__
+
+
 
 class FilteringMixin:
     """Subsetting, filtering and reordering of cells and genes."""
@@ -248,6 +254,29 @@ class FilteringMixin:
             indices = indices[np.argsort(-variance, kind="stable")]
         return indices
 
+    def _highly_variable_genes(
+        self,
+        n_top_genes: Optional[int] = None,
+        flavor: Optional[str] = "seurat_v3",
+        batch_correction: Optional[bool] = True,
+        **highly_var_genes_kwargs,
+    ) -> "pd.DataFrame":
+        """Per-gene table of the highly variable gene selection (legacy private method).
+
+        See :func:`scvi.dataset._gene_selection.highly_variable_genes_table`; batches are used when
+        ``batch_correction`` and the dataset has at least 2 of them.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``nb_genes`` rows indexed ``"0"``, ``"1"``, ...; column ``highly_variable`` and statistics.
+        """
+        from ._gene_selection import highly_variable_genes_table
+
+        use_batches = batch_correction and (self.n_batches or 0) >= 2
+        batch_indices = self.batch_indices.ravel() if use_batches else None
+        return highly_variable_genes_table(self.X, n_top_genes, flavor, batch_indices, **highly_var_genes_kwargs)
+
     def filter_genes_by_count(self, min_count: int = 1, per_batch: bool = False) -> None:
         """Keep the genes with a total count of at least ``min_count`` (in every batch if ``per_batch``).
 
@@ -313,7 +342,7 @@ class FilteringMixin:
         Raises
         ------
         ValueError
-            If a name is not a gene of the dataset.
+            If a name is not a gene of the dataset (a ``GeneNotFoundError``, also a ``KeyError``).
         """
         first = self.genes_to_index(np.asarray(first_genes).astype(str), on="gene_names")
         if drop_omitted_genes:
@@ -358,5 +387,5 @@ class FilteringMixin:
             lookup.setdefault(name, index)
         missing = [g for g in genes.tolist() if g not in lookup]
         if missing:
-            raise ValueError(f"{len(missing)} gene(s) not found in {on}: {missing[:5]}")
+            raise GeneNotFoundError(f"{len(missing)} gene(s) not found in {on}: {missing[:5]}")
         return np.asarray([lookup[g] for g in genes.tolist()], dtype=np.int64)

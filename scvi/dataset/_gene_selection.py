@@ -28,6 +28,7 @@ pick the same genes; ``variance`` and the merging of batches break ties by gene 
 A sparse ``X`` is never densified: every statistic is computed from the stored entries.
 """
 import logging
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "MODES",
     "highly_variable_genes_indices",
+    "highly_variable_genes_table",
     "highly_variable_genes_mask",
     "mean_var",
     "poisson_gene_selection",
@@ -55,8 +57,9 @@ _MODE_KWARGS = {
     "variance": set(),
     "seurat_v2": {"n_bins", "min_disp", "max_disp", "min_mean", "max_mean"},
     "cell_ranger": {"n_bins", "min_disp", "max_disp", "min_mean", "max_mean"},
-    "seurat_v3": {"span"},
-    "poisson_zeros": {"n_samples", "minibatch_size", "random_state", "use_cuda", "silent"},
+    # ``n_bins`` is accepted and ignored by the modes without bins, as scVI 0.6 did
+    "seurat_v3": {"span", "n_bins"},
+    "poisson_zeros": {"n_samples", "minibatch_size", "random_state", "use_cuda", "silent", "n_bins"},
 }
 # scanpy's default cutoffs, used by the dispersion flavors when ``n_top_genes`` is None.
 CUTOFF_DEFAULTS = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "max_mean": 3.0}
@@ -144,6 +147,72 @@ def highly_variable_genes_mask(
     return _dispersion_mask(X, batches, n_top_genes, flavor, kwargs.get("n_bins", 20), cutoffs)
 
 
+def highly_variable_genes_table(
+    X: Matrix,
+    n_top_genes: Optional[int] = None,
+    flavor: str = "seurat_v3",
+    batch_indices: Optional[np.ndarray] = None,
+    **kwargs,
+) -> pd.DataFrame:
+    """Per-gene table of the highly variable gene selection (legacy ``_highly_variable_genes``).
+
+    Parameters
+    ----------
+    X
+        Raw counts, shape ``(n_cells, n_genes)``, dense or scipy sparse.
+    n_top_genes
+        Number of genes to select; required by ``"seurat_v3"`` and ``"poisson_zeros"``, optional
+        for the dispersion flavors (which otherwise use the cutoffs, as scanpy).
+    flavor
+        One of ``"seurat_v2"``, ``"cell_ranger"``, ``"seurat_v3"``, ``"poisson_zeros"``.
+    batch_indices
+        Batch of each cell; with two or more batches genes are scored per batch and merged.
+    **kwargs
+        As for :func:`highly_variable_genes_mask`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the gene positions as strings (``"0"``, ``"1"``, ...) like the ``.var`` of the
+        AnnData the legacy built; column ``highly_variable`` and the flavor's statistics (scanpy's
+        ``means``, ``dispersions``, ``dispersions_norm`` for the dispersion flavors; see
+        :func:`seurat_v3_highly_variable_genes` and :func:`poisson_gene_selection` for the others),
+        plus ``highly_variable_nbatches`` / ``highly_variable_intersection`` with several batches.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``flavor``, or a flavor that needs ``n_top_genes`` without it.
+    """
+    flavors = MODES[1:]
+    if flavor not in flavors:
+        raise ValueError(f"`flavor` must be one of {', '.join(map(repr, flavors))}; got {flavor!r}")
+    if n_top_genes is None and flavor in ("seurat_v3", "poisson_zeros"):
+        raise ValueError(f"flavor={flavor!r} requires `n_top_genes`")
+    unknown = set(kwargs) - _MODE_KWARGS[flavor]
+    if unknown:
+        raise TypeError(f"unexpected argument(s) {sorted(unknown)} for flavor={flavor!r}")
+    X = check_matrix(X)
+    batches = split_batches(batch_indices, X.shape[0])
+    index = pd.Index(np.arange(X.shape[1]).astype(str))
+    if flavor in ("seurat_v2", "cell_ranger"):
+        cutoffs = {**CUTOFF_DEFAULTS, **{k: v for k, v in kwargs.items() if k in CUTOFF_DEFAULTS}}
+        scanpy_flavor = "seurat" if flavor == "seurat_v2" else "cell_ranger"
+        table = dispersion_statistics(X, batches, n_top_genes, scanpy_flavor, kwargs.get("n_bins", 20), cutoffs)
+        table.index = index
+        return table
+    # the legacy helpers annotate an AnnData-like object: X, obs[batch_key], var, var_names
+    batch = None if batches is None else np.asarray(batch_indices).ravel()
+    adata = SimpleNamespace(X=X, obs={"batch": batch}, var=pd.DataFrame(index=index), var_names=index)
+    batch_key = None if batches is None else "batch"
+    if flavor == "seurat_v3":
+        seurat_v3_highly_variable_genes(adata, n_top_genes=n_top_genes, batch_key=batch_key)
+    else:
+        options = {k: v for k, v in kwargs.items() if k in ("n_samples", "minibatch_size", "random_state")}
+        poisson_gene_selection(adata, n_top_genes, batch_key=batch_key, **options)
+    return adata.var
+
+
 def _top_mask(score: np.ndarray, n_top: int) -> np.ndarray:
     """The ``n_top`` highest scores (NaN lowest), ties broken by position."""
     order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
@@ -175,39 +244,74 @@ def _expm1(X: Matrix) -> Matrix:
 
 
 def _dispersion_mask(X, batches, n_top_genes, flavor, n_bins, cutoffs) -> np.ndarray:
+    return dispersion_statistics(X, batches, n_top_genes, flavor, n_bins, cutoffs)["highly_variable"].to_numpy()
+
+
+def dispersion_statistics(X, batches, n_top_genes, flavor, n_bins, cutoffs) -> pd.DataFrame:
+    """scanpy's ``highly_variable_genes`` table for the flavors ``"seurat"`` and ``"cell_ranger"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per gene: ``means``, ``dispersions``, ``dispersions_norm``, ``highly_variable`` and,
+        with several batches, ``highly_variable_nbatches`` and ``highly_variable_intersection``
+        (means over the batches, as scanpy with ``batch_key``).
+    """
     logged = _log_normalize(X)
     if batches is None:
-        mean, disp_norm = _normalized_dispersion(logged, flavor, n_bins)
-        return _dispersion_select(mean, disp_norm, n_top_genes, cutoffs)
+        mean, dispersion, disp_norm = _normalized_dispersion(logged, flavor, n_bins)
+        return pd.DataFrame({
+            "means": mean,
+            "dispersions": dispersion,
+            "dispersions_norm": disp_norm,
+            "highly_variable": _dispersion_select(mean, disp_norm, n_top_genes, cutoffs),
+        })
 
     n_genes = X.shape[1]
     n_highly_variable = np.zeros(n_genes, dtype=np.int64)
-    means, disp_norms = [], []
+    means, dispersions, disp_norms = [], [], []
     for cells in batches.values():
         batch = logged[cells]
         expressed = n_nonzero(batch) > 0
-        mean, disp_norm = np.zeros(n_genes), np.zeros(n_genes)
-        mean[expressed], disp_norm[expressed] = _normalized_dispersion(batch[:, expressed], flavor, n_bins)
+        mean, dispersion, disp_norm = np.zeros(n_genes), np.zeros(n_genes), np.zeros(n_genes)
+        mean[expressed], dispersion[expressed], disp_norm[expressed] = _normalized_dispersion(
+            batch[:, expressed], flavor, n_bins
+        )
         selected = np.zeros(n_genes, dtype=bool)
         selected[expressed] = _dispersion_select(mean[expressed], disp_norm[expressed], n_top_genes, cutoffs)
         n_highly_variable += selected
         means.append(mean)
+        dispersions.append(dispersion)
         disp_norms.append(disp_norm)
-    mean = np.mean(means, axis=0)
-    all_nan = np.all(np.isnan(disp_norms), axis=0)
-    disp_norm = np.full(n_genes, np.nan)
-    disp_norm[~all_nan] = np.nanmean(np.asarray(disp_norms)[:, ~all_nan], axis=0)
+    mean, dispersion, disp_norm = np.mean(means, axis=0), _nanmean_rows(dispersions), _nanmean_rows(disp_norms)
     if n_top_genes is None:
-        return _in_bounds(mean, np.nan_to_num(disp_norm), cutoffs)
-    # most often highly variable first, then highest mean normalised dispersion (NaN last)
-    order = np.lexsort((-np.nan_to_num(disp_norm, nan=-np.inf), -n_highly_variable))
-    mask = np.zeros(n_genes, dtype=bool)
-    mask[order[:n_top_genes]] = True
-    return mask
+        mask = _in_bounds(mean, np.nan_to_num(disp_norm), cutoffs)
+    else:
+        # most often highly variable first, then highest mean normalised dispersion (NaN last)
+        order = np.lexsort((-np.nan_to_num(disp_norm, nan=-np.inf), -n_highly_variable))
+        mask = np.zeros(n_genes, dtype=bool)
+        mask[order[:n_top_genes]] = True
+    return pd.DataFrame({
+        "means": mean,
+        "dispersions": dispersion,
+        "dispersions_norm": disp_norm,
+        "highly_variable_nbatches": n_highly_variable,
+        "highly_variable_intersection": n_highly_variable == len(batches),
+        "highly_variable": mask,
+    })
+
+
+def _nanmean_rows(rows) -> np.ndarray:
+    """Mean over the rows ignoring NaN; NaN where a column is all NaN (without numpy's warning)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    all_nan = np.all(np.isnan(rows), axis=0)
+    result = np.full(rows.shape[1], np.nan)
+    result[~all_nan] = np.nanmean(rows[:, ~all_nan], axis=0)
+    return result
 
 
 def _normalized_dispersion(logged: Matrix, flavor: str, n_bins: int):
-    """Per-gene mean and dispersion z-scored within bins of mean expression (scanpy's recipe)."""
+    """Per-gene mean, dispersion, and dispersion z-scored within bins of mean expression (scanpy's recipe)."""
     mean, var = mean_var(_expm1(logged) if flavor == "seurat" else logged)
     mean[mean == 0] = 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -231,7 +335,7 @@ def _normalized_dispersion(logged: Matrix, flavor: str, n_bins: int):
         dev = pd.Series(np.abs(dispersion - avg)).groupby(np.asarray(bins.codes)).transform("median").to_numpy()
         dev = dev / _MAD_SCALE
     with np.errstate(divide="ignore", invalid="ignore"):
-        return mean, (dispersion - avg) / dev
+        return mean, dispersion, (dispersion - avg) / dev
 
 
 def _dispersion_select(mean, disp_norm, n_top_genes, cutoffs) -> np.ndarray:

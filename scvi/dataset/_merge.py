@@ -135,7 +135,8 @@ def _merge_categorical(target, datasets, name: str, reference: Optional[str]) ->
         setattr(target, mapping_name, None)
     target.initialize_cell_attribute(name, concatenate_arrays(values), categorical=True)
     for mapping_name, mapping_values in mappings.items():
-        target.initialize_mapped_attribute(name, mapping_name, np.asarray(mapping_values))
+        # a list, as scVI 0.6 (``remap_categorical_attributes`` makes it an array)
+        target.initialize_mapped_attribute(name, mapping_name, list(mapping_values))
 
 
 def _merge_measurement(target, datasets, name: str, intersect: bool) -> None:

@@ -1,4 +1,5 @@
 """Checks of user input to the dataset, with errors that name the problem."""
+import logging
 import warnings
 from typing import Optional, Sequence
 
@@ -6,6 +7,8 @@ import numpy as np
 import scipy.sparse as sp_sparse
 
 from ._arrays import ArrayLike
+
+logger = logging.getLogger(__name__)
 
 
 def as_count_matrix(X: ArrayLike, name: str = "X") -> ArrayLike:
@@ -107,17 +110,19 @@ def as_str_array(values: Sequence, min_width: int) -> np.ndarray:
 
 
 def make_unique(names: np.ndarray, what: str = "gene names", min_width: int = 64) -> np.ndarray:
-    """Append ``-1``, ``-2``, … to repeated names (as ``AnnData.var_names_make_unique``), with a warning."""
+    """Append ``-1``, ``-2``, … to repeated names (as ``AnnData.var_names_make_unique``).
+
+    This is logged as a warning (as scVI 0.6's "Gene names are not unique."), not raised through
+    ``warnings``: real files have duplicated names (10x mm10 has two 'Rp1') and the user cannot act on it.
+    """
     names = np.asarray(names)
     unique, counts = np.unique(names, return_counts=True)
     if (counts <= 1).all():
         return names
     duplicated = unique[counts > 1]
-    warnings.warn(
-        f"{len(duplicated)} duplicated {what} (e.g. {list(duplicated[:3])}); "
-        "making them unique by appending '-1', '-2', ...",
-        UserWarning,
-        stacklevel=3,
+    logger.warning(
+        f"{len(duplicated)} duplicated {what} (e.g. {duplicated[:3].tolist()}); "
+        "making them unique by appending '-1', '-2', ..."
     )
     taken = set(names.tolist())
     last_suffix = {}

@@ -5,10 +5,8 @@ the broadcast shape, to be summed over genes by the caller. They stay finite for
 very large counts, zero means and tiny inverse dispersions.
 """
 import logging
-import math
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -58,8 +56,8 @@ _log_factorial_tables = {}
 
 
 def log_factorial(x: torch.Tensor) -> torch.Tensor:
-    """``lgamma(x + 1)``; for integer counts below 16384, read from a table (much faster on the CPU)."""
-    if x.numel() and x.is_floating_point() and not x.requires_grad:
+    """``lgamma(x + 1)``; on the CPU, integer counts below 16384 are read from a table (much faster)."""
+    if x.device.type == "cpu" and x.numel() and x.is_floating_point() and not x.requires_grad:
         as_int = x.to(torch.int32)
         if 0 <= int(as_int.min()) and int(as_int.max()) < _LOG_FACTORIAL_SIZE and torch.equal(as_int.to(x.dtype), x):
             key = (x.device, x.dtype)
@@ -289,169 +287,10 @@ def log_poisson(x: torch.Tensor, rate: torch.Tensor, eps: float = 1e-8) -> torch
     return x * torch.log(rate + eps) - rate - log_factorial(x)
 
 
-# --------------------------------------------------------------------------------------------
-# Legacy evaluation helpers: they iterate over a Posterior (minibatches of
-# ``x, local_l_mean, local_l_var, batch_index, labels``) and average over its cells.
-# --------------------------------------------------------------------------------------------
-
-
-def _unpack(tensors):
-    sample_batch, local_l_mean, local_l_var, batch_index, labels = tuple(tensors)[:5]
-    return sample_batch, local_l_mean, local_l_var, batch_index, labels
-
-
-def _as_float(value) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
-
-
-@torch.no_grad()
-def compute_elbo(vae, posterior, **kwargs) -> float:
-    """Average negative ELBO per cell: reconstruction error plus KL divergences.
-
-    Parameters
-    ----------
-    vae
-        A model whose ``forward`` returns ``(reconst_loss, kl_local, kl_global)``.
-    posterior
-        A :class:`~scvi.inference.Posterior` (an iterable of minibatches with ``indices``).
-    **kwargs
-        Passed to ``vae.forward``.
-
-    Returns
-    -------
-    float
-        ``sum over cells (reconst_loss + kl_local) / n_cells + kl_global / n_cells``.
-    """
-    total = 0.0
-    kl_global = 0.0
-    for tensors in posterior:
-        x, local_l_mean, local_l_var, batch_index, labels = _unpack(tensors)
-        reconst_loss, kl_local, kl_global = vae(
-            x, local_l_mean, local_l_var, batch_index=batch_index, y=labels, **kwargs
-        )
-        total += torch.sum(reconst_loss + kl_local).item()
-    n_cells = len(posterior.indices)
-    return (total + _as_float(kl_global)) / n_cells
-
-
-@torch.no_grad()
-def compute_reconstruction_error(vae, posterior, **kwargs) -> float:
-    """Average reconstruction error ``-log p(x | z, l)`` per cell (one posterior sample).
-
-    Parameters
-    ----------
-    vae
-        A model with ``inference`` and ``get_reconstruction_loss``.
-    posterior
-        A :class:`~scvi.inference.Posterior`.
-    **kwargs
-        Passed to ``vae.inference`` and ``vae.get_reconstruction_loss``.
-
-    Returns
-    -------
-    float
-    """
-    total = 0.0
-    for tensors in posterior:
-        x, _, _, batch_index, labels = _unpack(tensors)
-        outputs = vae.inference(x, batch_index, labels, **kwargs)
-        reconst_loss = vae.get_reconstruction_loss(
-            x,
-            outputs["px_rate"],
-            outputs["px_r"],
-            outputs["px_dropout"],
-            bernoulli_params=outputs.get("bernoulli_params", None),
-            **kwargs,
-        )
-        total += torch.sum(reconst_loss).item()
-    return total / len(posterior.indices)
-
-
-def _normal_log_prob(value: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    return -0.5 * ((value - mean) ** 2 / var + torch.log(var) + math.log(2 * math.pi))
-
-
-@torch.no_grad()
-def compute_marginal_log_likelihood_scvi(vae, posterior, n_samples_mc: int = 100) -> float:
-    """Importance-sampling estimate of the negative marginal log-likelihood ``-log p(x)`` per cell.
-
-    ``log p(x) ~ logsumexp_k [log p(x|z_k,l_k) + log p(z_k) + log p(l_k) - log q(z_k|x) - log q(l_k|x)]
-    - log K`` with ``K = n_samples_mc`` draws from the variational posterior. With the ``'ln'``
-    latent distribution the weights are computed on the untransformed Gaussian draws (the
-    Jacobian of the softmax cancels between prior and posterior).
-
-    Parameters
-    ----------
-    vae
-        A :class:`~scvi.models.VAE` (or subclass).
-    posterior
-        A :class:`~scvi.inference.Posterior`.
-    n_samples_mc
-        Number of importance samples per cell.
-
-    Returns
-    -------
-    float
-    """
-    infer = getattr(vae, "_inference", vae.inference)
-    total = 0.0
-    for tensors in posterior:
-        x, local_l_mean, local_l_var, batch_index, labels = _unpack(tensors)
-        log_weights = torch.empty(x.size(0), n_samples_mc, device=x.device)
-        for k in range(n_samples_mc):
-            out = infer(x, batch_index, labels)
-            z = out.get("untran_z", out["z"])
-            reconst_loss = vae.get_reconstruction_loss(x, out["px_rate"], out["px_r"], out["px_dropout"])
-            log_p_z = _normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z)).sum(-1)
-            log_p_l = _normal_log_prob(out["library"], local_l_mean, local_l_var).sum(-1)
-            log_q_z = _normal_log_prob(z, out["qz_m"], out["qz_v"]).sum(-1)
-            log_q_l = _normal_log_prob(out["library"], out["ql_m"], out["ql_v"]).sum(-1)
-            log_weights[:, k] = log_p_z + log_p_l - reconst_loss - log_q_z - log_q_l
-        total += (torch.logsumexp(log_weights, dim=-1) - np.log(n_samples_mc)).sum().item()
-    return -total / len(posterior.indices)
-
-
-@torch.no_grad()
-def compute_marginal_log_likelihood_autozi(autozivae, posterior, n_samples_mc: int = 100) -> float:
-    """Importance-sampling estimate of ``-log p(x)`` per cell for :class:`~scvi.models.AutoZIVAE`.
-
-    The global Bernoulli parameters of the zero-inflation are sampled from their Beta posterior
-    once per Monte Carlo sample and shared by all cells, as in scVI 0.6.
-
-    Parameters
-    ----------
-    autozivae
-        An AutoZIVAE model (``get_alphas_betas``, ``sample_from_beta_distribution``,
-        ``reshape_bernoulli``).
-    posterior
-        A :class:`~scvi.inference.Posterior`.
-    n_samples_mc
-        Number of importance samples.
-
-    Returns
-    -------
-    float
-    """
-    from torch.distributions import Beta
-
-    ab = autozivae.get_alphas_betas(as_numpy=False)
-    log_weights = torch.zeros(n_samples_mc)
-    for k in range(n_samples_mc):
-        bernoulli_params = autozivae.sample_from_beta_distribution(ab["alpha_posterior"], ab["beta_posterior"])
-        for tensors in posterior:
-            x, local_l_mean, local_l_var, batch_index, labels = _unpack(tensors)
-            out = autozivae.inference(x, batch_index, labels)
-            batch_params = autozivae.reshape_bernoulli(bernoulli_params, batch_index, labels)
-            reconst_loss = autozivae.get_reconstruction_loss(
-                x, out["px_rate"], out["px_r"], out["px_dropout"], batch_params
-            )
-            log_p_z = _normal_log_prob(out["z"], torch.zeros_like(out["z"]), torch.ones_like(out["z"])).sum(-1)
-            log_p_l = _normal_log_prob(out["library"], local_l_mean, local_l_var).sum(-1)
-            log_q_z = _normal_log_prob(out["z"], out["qz_m"], out["qz_v"]).sum(-1)
-            log_q_l = _normal_log_prob(out["library"], out["ql_m"], out["ql_v"]).sum(-1)
-            log_weights[k] += torch.sum(log_p_z + log_p_l - reconst_loss - log_q_z - log_q_l).cpu()
-        log_p_d = Beta(ab["alpha_prior"], ab["beta_prior"]).log_prob(bernoulli_params).sum()
-        log_q_d = Beta(ab["alpha_posterior"], ab["beta_posterior"]).log_prob(bernoulli_params).sum()
-        log_weights[k] += (log_p_d - log_q_d).cpu()
-    log_lkl = torch.logsumexp(log_weights, dim=-1).item() - np.log(n_samples_mc)
-    return -log_lkl / len(posterior.indices)
+# The legacy evaluation helpers live in their own module; scVI 0.6 exposed them here.
+from ._evaluation import (  # noqa: E402
+    compute_elbo,
+    compute_marginal_log_likelihood_autozi,
+    compute_marginal_log_likelihood_scvi,
+    compute_reconstruction_error,
+)

@@ -1,4 +1,7 @@
 """Bad input gets a clear error (or warning) naming the problem, and leaves the dataset intact."""
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp_sparse
@@ -107,10 +110,18 @@ def test_measurement_shape_mismatch():
         dataset.initialize_cell_measurement(CellMeasurement("protein_expression", np.ones((3, 1)), "names", ["p"]))
 
 
-def test_duplicate_gene_names_warn_and_are_made_unique():
-    with pytest.warns(UserWarning, match="duplicated gene names"):
-        dataset = GeneExpressionDataset()
-        dataset.populate_from_data(np.ones((2, 4)), gene_names=["A", "B", "A", "A"])
+def test_duplicate_gene_names_are_logged_and_made_unique(caplog):
+    # logged, not warned (as scVI 0.6): loading a real 10x dataset must not trip `-W error`
+    scvi_logger = logging.getLogger("scvi")
+    scvi_logger.addHandler(caplog.handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dataset = GeneExpressionDataset()
+            dataset.populate_from_data(np.ones((2, 4)), gene_names=["A", "B", "A", "A"])
+    finally:
+        scvi_logger.removeHandler(caplog.handler)
+    assert "1 duplicated gene names (e.g. ['A'])" in caplog.text
     assert dataset.gene_names.tolist() == ["A", "B", "A-1", "A-2"]
 
 

@@ -70,8 +70,12 @@ def test_update_sampler_indices_and_boolean_masks(trained):
     masked = Posterior(full.model, dataset, indices=mask, use_cuda=False)
     assert np.array_equal(masked.indices, np.arange(10))
     copy = full.sequential()
+    old_loader = copy.data_loader
     copy.update_sampler_indices(np.array([5, 6, 7]))
     assert copy.nb_cells == 3 and full.nb_cells == N_CELLS
+    assert sorted(torch.cat([t.labels for t in copy]).ravel().tolist()) == sorted(dataset.labels.ravel()[5:8])
+    copy.data_loader = old_loader  # the documented way back
+    assert copy.nb_cells == N_CELLS
     X, labels = masked.raw_data()
     assert X.shape == (10, N_GENES) and labels.shape == (10,)
 

@@ -14,7 +14,7 @@ from torch.utils.data.sampler import RandomSampler, SequentialSampler, SubsetRan
 
 from scvi._utils import resolve_device
 
-from ._sampling import SequentialSubsetSampler, build_data_loader
+from ._sampling import BatchIndexSampler, SequentialSubsetSampler, build_data_loader
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ class PosteriorBase:
     @property
     def indices(self) -> np.ndarray:
         """Indices of the cells of this posterior in the dataset, shape ``(nb_cells,)``."""
-        sampler = self.data_loader_kwargs.get("sampler")
+        sampler = getattr(self.data_loader, "sampler", None)
+        if isinstance(sampler, BatchIndexSampler):
+            sampler = sampler.sampler
         if hasattr(sampler, "indices"):
             return np.asarray(sampler.indices)
         return np.arange(len(self.gene_dataset))

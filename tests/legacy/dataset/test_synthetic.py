@@ -1,3 +1,8 @@
+"""Ported from scVI 0.6.8 ``tests/dataset/test_synthetic.py`` (MIT licence, Copyright (c) 2020 Romain Lopez, Adam Gayoso, Galen Xing, Yosef Lab).
+
+Unchanged. It runs from a temporary root whose ``tests/data`` is a copy of the legacy fixtures
+(``tests/legacy/dataset/conftest.py``); nothing downloads.
+"""
 from unittest import TestCase
 
 import numpy as np

@@ -1,3 +1,7 @@
+"""Ported from scVI 0.6.8 ``tests/dataset/utils.py`` (MIT licence, Copyright (c) 2020 Romain Lopez, Adam Gayoso, Galen Xing, Yosef Lab).
+
+Unchanged.
+"""
 import torch
 
 from scvi.dataset import GeneExpressionDataset
