@@ -13,6 +13,7 @@ python benchmarks/pbmc3k_quality.py --vs-legacy /path/to/legacy-venv/bin/python
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,8 @@ def main(argv=None) -> None:
     if args.worker:
         print(json.dumps(run_worker(args)))
         return
+    # a terminated run still removes its temporary data
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory() as tmp:
         args.data = os.path.join(tmp, "pbmc3k.npz")
         shape = prepare(args.h5ad, args.n_genes, args.data)

@@ -19,6 +19,7 @@ python benchmarks/train_speed.py --sparse --n-cells 100000 --n-genes 1000 --dens
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -148,6 +149,8 @@ def main(argv=None) -> None:
     if args.worker:
         print(json.dumps(run_worker(args)))
         return
+    # a terminated run still removes its temporary data
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory() as tmp:
         args.data = os.path.join(tmp, "counts.npz")
         make_counts(args.data, args.n_cells, args.n_genes, args.sparse, args.density)

@@ -198,7 +198,9 @@ def run(args: argparse.Namespace) -> dict:
 
     print(f"== 2. Training scVI (VAE, {config.n_epochs} epochs, 90% train / 10% held out)")
     vae = VAE(dataset.nb_genes, n_batch=dataset.n_batches if dataset.n_batches > 1 else 0)
-    trainer = UnsupervisedTrainer(vae, dataset, train_size=0.9, use_cuda=False, frequency=5)
+    # KL warm-up over the first half of training (the legacy default, 400 epochs, outlasts this run).
+    trainer = UnsupervisedTrainer(vae, dataset, train_size=0.9, use_cuda=False, frequency=5,
+                                  n_epochs_kl_warmup=max(1, config.n_epochs // 2))
     trainer.train(n_epochs=config.n_epochs, lr=1e-3)
 
     print("== 3. Held-out evaluation")

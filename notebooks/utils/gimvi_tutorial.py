@@ -1,105 +1,136 @@
-"""Plots and scores of the gimVI tutorial (``import notebooks.utils.gimvi_tutorial as gimvi_utils``).
+"""Helper functions of the gimVI tutorial (``import notebooks.utils.gimvi_tutorial as gimvi_utils``).
 
-Same functions as the helper module shipped with the scVI 0.6 notebooks.
+They take a trained :class:`~scvi.inference.JVAETrainer` whose datasets are
+``[sequencing, spatial]``: ``plot_umap`` embeds both latent spaces, ``imputation_score`` scores
+the imputation of genes hidden from the spatial data, ``plot_gene_spatial`` draws a gene in space.
 """
 import logging
+from typing import Sequence, Union
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["plot_umap", "imputation_score", "plot_gene_spatial"]
+
 
 def _embed_2d(latent: np.ndarray) -> np.ndarray:
-    """UMAP when umap-learn is installed, else t-SNE (also in the notebooks' quick mode: no JIT compilation)."""
-    from _notebook_utils import notebook_test_mode
-
+    """UMAP embedding of ``latent`` (t-SNE when umap-learn is not installed)."""
     try:
-        if notebook_test_mode():
-            raise ImportError("quick mode")
         from umap import UMAP
-
-        return UMAP(random_state=0).fit_transform(latent)
     except ImportError:
         from sklearn.manifold import TSNE
 
-        perplexity = min(30.0, max(2.0, (len(latent) - 1) / 3.0))
-        return TSNE(perplexity=perplexity, random_state=0).fit_transform(latent)
+        logger.info("umap-learn is not installed: using t-SNE")
+        return TSNE(n_components=2, init="pca", random_state=0).fit_transform(latent)
+    return UMAP(random_state=0).fit_transform(latent)
 
 
 def plot_umap(trainer) -> None:
-    """Joint latent space of the sequencing and spatial cells: by dataset, and by cell type of each."""
+    """Plot the joint latent space of both datasets, coloured by dataset and by cell type.
+
+    Parameters
+    ----------
+    trainer
+        A trained :class:`~scvi.inference.JVAETrainer` over ``[data_seq, data_spatial]``.
+    """
     import matplotlib.pyplot as plt
 
     latent_seq, latent_fish = trainer.get_latent()
     latent2d = _embed_2d(np.concatenate([latent_seq, latent_fish]))
-    latent2d_seq = latent2d[: latent_seq.shape[0]]
-    latent2d_fish = latent2d[latent_seq.shape[0]:]
-    data_seq, data_fish = [p.gene_dataset for p in trainer.all_dataset]
-    colors = plt.get_cmap("tab20").colors
+    latent2d_seq, latent2d_fish = latent2d[: len(latent_seq)], latent2d[len(latent_seq) :]
+    data_seq, data_fish = [posterior.gene_dataset for posterior in trainer.all_dataset]
+    colors = plt.get_cmap("tab20")
+
     plt.figure(figsize=(25, 10))
     ax = plt.subplot(1, 3, 1)
-    ax.scatter(*latent2d_seq.T, color="r", label="seq", alpha=0.5, s=5)
-    ax.scatter(*latent2d_fish.T, color="b", label="spatial", alpha=0.5, s=5)
+    ax.scatter(*latent2d_seq.T, color="r", label="seq", alpha=0.5, s=0.5)
+    ax.scatter(*latent2d_fish.T, color="b", label="spatial", alpha=0.5, s=0.5)
     ax.legend()
-    for position, (data, latent2d_here, title) in enumerate(
-        ((data_seq, latent2d_seq, "Seq cells"), (data_fish, latent2d_fish, "Spatial cells")), start=2
+    for position, (title, data, points) in enumerate(
+        (("Seq cells", data_seq, latent2d_seq), ("Spatial cells", data_fish, latent2d_fish)), start=2
     ):
         ax = plt.subplot(1, 3, position)
         labels = np.asarray(data.labels).ravel()
-        for i, label in enumerate(data.cell_types):
-            ax.scatter(*latent2d_here[labels == i].T, color=colors[i % len(colors)], label=str(label)[:12],
-                       alpha=0.5, s=5)
+        for i, cell_type in enumerate(data.cell_types):
+            ax.scatter(*points[labels == i].T, color=colors(i % 20), label=str(cell_type)[:12], alpha=0.5, s=5)
         ax.legend()
         ax.set_title(title)
 
 
-def imputation_score(trainer, data_fish, gene_ids_test, normalized: bool = True) -> float:
-    """Median over the held-out genes of the Spearman correlation between measured and imputed values."""
+def imputation_score(trainer, data_fish, gene_ids_test: Sequence[int], normalized: bool = True) -> float:
+    """Median over the hidden genes of the Spearman correlation between imputed and measured values.
+
+    Parameters
+    ----------
+    trainer
+        A trained :class:`~scvi.inference.JVAETrainer` over ``[data_seq, data_spatial_partial]``.
+    data_fish
+        The full spatial dataset (with the hidden genes), same cells in the same order.
+    gene_ids_test
+        Positions of the hidden genes among the model's output genes (and in ``data_fish``).
+    normalized
+        Compare normalised expression (measured counts divided by the cell's total) rather than
+        counts.
+
+    Returns
+    -------
+    float
+        Median Spearman correlation (a gene imputed as all zeros counts as 0).
+    """
     from scipy.stats import spearmanr
 
+    gene_ids_test = np.asarray(gene_ids_test)
     _, fish_imputation = trainer.get_imputed_values(normalized=normalized)
-    X = data_fish.X.toarray() if hasattr(data_fish.X, "toarray") else np.asarray(data_fish.X)
-    original = X[:, gene_ids_test].astype(np.float64)
+    X = np.asarray(data_fish.X.todense() if hasattr(data_fish.X, "todense") else data_fish.X, dtype=np.float64)
+    original = X[:, gene_ids_test]
     imputed = fish_imputation[:, gene_ids_test]
     if normalized:
-        original /= X.sum(axis=1).reshape(-1, 1)
-    spearman_gene = []
-    for g in range(imputed.shape[1]):
-        if np.all(imputed[:, g] == 0) or np.all(original[:, g] == original[0, g]):
-            correlation = 0.0
-        else:
-            correlation = spearmanr(original[:, g], imputed[:, g])[0]
-        spearman_gene.append(correlation)
-    return float(np.median(np.array(spearman_gene)))
+        original = original / X.sum(axis=1, keepdims=True)
+    correlations = [
+        0.0 if np.all(imputed[:, g] == 0) else spearmanr(original[:, g], imputed[:, g])[0]
+        for g in range(imputed.shape[1])
+    ]
+    return float(np.median(correlations))
 
 
-def plot_gene_spatial(trainer, data_spatial, gene: int) -> None:
-    """Measured (left) and imputed (right) normalised expression of ``gene`` at the cells' coordinates."""
+def plot_gene_spatial(trainer, data_spatial, gene: Union[int, str]) -> None:
+    """Draw a gene's measured and imputed expression at the cells' spatial coordinates.
+
+    Parameters
+    ----------
+    trainer
+        A trained :class:`~scvi.inference.JVAETrainer` over ``[data_seq, data_spatial_partial]``.
+    data_spatial
+        The full spatial dataset, with ``x_coord`` and ``y_coord`` cell attributes.
+    gene
+        Position of the gene among the model's output genes, or its name in the sequencing dataset.
+    """
     import matplotlib.pyplot as plt
 
+    data_seq = trainer.all_dataset[0].gene_dataset
+    gene_id = list(data_seq.gene_names).index(gene) if isinstance(gene, str) else int(gene)
     x_coord = np.asarray(data_spatial.x_coord).ravel()
     y_coord = np.asarray(data_spatial.y_coord).ravel()
-
-    def order_by_strength(x, y, z):
-        ind = np.argsort(z)
-        return x[ind], y[ind], z[ind]
-
-    def transform(data):
-        return np.log(1 + 100 * data)
-
-    X = data_spatial.X.toarray() if hasattr(data_spatial.X, "toarray") else np.asarray(data_spatial.X)
-    plt.figure(figsize=(10, 5))
-    ax = plt.subplot(1, 2, 1)
-    normalized_data = X[:, gene] / X.sum(axis=1).ravel()
-    x, y, z = order_by_strength(x_coord, y_coord, normalized_data)
-    ax.scatter(x, y, c=transform(z), s=20, edgecolors="none", marker="s", cmap="Reds")
-    ax.set_title("Groundtruth")
-    ax.axis("off")
-
+    X = np.asarray(data_spatial.X.todense() if hasattr(data_spatial.X, "todense") else data_spatial.X)
     _, imputed = trainer.get_imputed_values(normalized=True)
-    x, y, z = order_by_strength(x_coord, y_coord, imputed[:, gene])
-    ax = plt.subplot(1, 2, 2)
-    ax.scatter(x, y, c=transform(z), s=20, edgecolors="none", marker="s", cmap="Reds")
-    ax.set_title("Imputed")
-    ax.axis("off")
+
+    fig, (ax_gt, ax) = plt.subplots(1, 2)
+    for axis, values, title in (
+        (ax_gt, X[:, gene_id] / (X.sum(axis=1) + 1), "Groundtruth"),
+        (ax, imputed[:, gene_id], "Imputed"),
+    ):
+        order = np.argsort(values)  # strongest on top
+        axis.scatter(
+            x_coord[order],
+            y_coord[order],
+            c=np.log(1 + 100 * values[order]),
+            s=20,
+            edgecolors="none",
+            marker="s",
+            cmap="Reds",
+        )
+        axis.set_title(title)
+        axis.axis("off")
     plt.tight_layout()
+    plt.show()

@@ -152,7 +152,14 @@ def library_size_per_batch(data: ArrayLike, batch_indices: np.ndarray) -> Tuple[
     total = np.bincount(batches, weights=log_counts)
     mean = np.zeros_like(size)
     mean[present] = total[present] / size[present]
-    centred = log_counts - mean[batches]
+    # centre values shifted by each batch's first one: the variance is exactly 0 for identical
+    # libraries (as scVI 0.6 in float32), where float64 rounding of the mean would leave ~1e-30
+    first = np.zeros_like(size)
+    first[batches[::-1]] = log_counts[::-1]
+    shifted = log_counts - first[batches]
+    shifted_mean = np.zeros_like(size)
+    shifted_mean[present] = np.bincount(batches, weights=shifted)[present] / size[present]
+    centred = shifted - shifted_mean[batches]
     var = np.zeros_like(size)
     var[present] = np.bincount(batches, weights=centred**2)[present] / size[present]
     return (

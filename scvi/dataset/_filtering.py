@@ -7,6 +7,7 @@ import logging
 from typing import List, Optional, Union
 
 import numpy as np
+import pandas as pd
 
 from ._validation import require_nonempty, resolve_index
 
@@ -17,7 +18,6 @@ class GeneNotFoundError(ValueError, KeyError):
     """A gene name that is not in the dataset (a ``KeyError`` as in scVI 0.6, and a ``ValueError``)."""
 
     __str__ = ValueError.__str__
-
 
 
 class FilteringMixin:
@@ -260,7 +260,7 @@ class FilteringMixin:
         flavor: Optional[str] = "seurat_v3",
         batch_correction: Optional[bool] = True,
         **highly_var_genes_kwargs,
-    ) -> "pd.DataFrame":
+    ) -> pd.DataFrame:
         """Per-gene table of the highly variable gene selection (legacy private method).
 
         See :func:`scvi.dataset._gene_selection.highly_variable_genes_table`; batches are used when

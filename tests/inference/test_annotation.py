@@ -32,9 +32,9 @@ def trained(planted):
     torch.manual_seed(0)
     model = SCANVI(planted.nb_genes, n_labels=N_TYPES, labels_groups=[0, 0, 1])
     trainer = SemiSupervisedTrainer(
-        model, planted, n_labelled_samples_per_class=5, frequency=5, show_progbar=False, use_cuda=False
+        model, planted, n_labelled_samples_per_class=5, frequency=10, show_progbar=False, use_cuda=False
     )
-    trainer.train(n_epochs=15, lr=1e-2)
+    trainer.train(n_epochs=20, lr=1e-2)
     return trainer
 
 
@@ -75,7 +75,7 @@ def test_semi_supervised_trainer_predicts_unlabelled_cells_far_above_chance(trai
     assert trained.history["reconstruction_error_labelled_set"][-1] < trained.history["reconstruction_error_labelled_set"][0]
     # the inner classifier trainer ran one epoch per epoch on the labelled cells
     assert trained.classifier_trainer.train_set is trained.labelled_set
-    assert trained.classifier_trainer.n_iter == 15
+    assert trained.classifier_trainer.n_iter == 20
 
 
 def test_annotation_posterior_metrics(trained):
@@ -156,11 +156,11 @@ def test_y_prior_pulls_the_unsupervised_classifier(planted):
 def test_classifier_trainer_on_vae_latent_space(planted):
     torch.manual_seed(0)
     vae = VAE(planted.nb_genes, n_latent=5)
-    UnsupervisedTrainer(vae, planted, show_progbar=False).train(n_epochs=15, lr=1e-2)
+    UnsupervisedTrainer(vae, planted, show_progbar=False).train(n_epochs=10, lr=1e-2)
     classifier = Classifier(vae.n_latent, n_labels=N_TYPES)
     trainer = ClassifierTrainer(classifier, planted, sampling_model=vae, train_size=0.5, frequency=5, show_progbar=False)
     before = [p.detach().clone() for p in vae.parameters()]
-    trainer.train(n_epochs=15, lr=1e-2)
+    trainer.train(n_epochs=10, lr=1e-2)
     assert trainer.test_set.accuracy() > 0.9
     assert trainer.history["accuracy_test_set"][-1] > trainer.history["accuracy_test_set"][0]
     for p, q in zip(before, vae.parameters()):  # the sampling model is not trained

@@ -255,9 +255,15 @@ def test_show_t_sne_writes_a_png(trained, tmp_path):
     import matplotlib.pyplot as plt
 
     _, full, _ = trained
-    for color_by in ("", "batches", "labels", "batches and labels", "scalar"):
-        target = tmp_path / f"tsne_{color_by.replace(' ', '_') or 'plain'}.png"
-        figure = full.show_t_sne(n_samples=60, color_by=color_by, save_name=str(target), random_state=0)
+    target = tmp_path / "tsne.png"
+    plt.close(full.show_t_sne(n_samples=60, color_by="batches and labels", save_name=str(target), random_state=0))
+    assert target.read_bytes()[:4] == b"\x89PNG"
+    latent, batches, labels = full.get_latent()
+    embedding, idx = full.apply_t_sne(latent, n_samples=60, random_state=0)
+    for color_by in ("", "batches", "labels", "scalar"):
+        target = tmp_path / f"tsne_{color_by or 'plain'}.png"
+        figure = full.show_t_sne(color_by=color_by, save_name=str(target), latent=embedding,
+                                 batch_indices=batches[idx], labels=labels[idx])
         assert target.read_bytes()[:4] == b"\x89PNG"
         plt.close(figure)
     with pytest.raises(ValueError, match="color_by"):

@@ -1,3 +1,11 @@
+"""Ported from scVI 0.6.8 ``tests/test_scvi.py`` (MIT licence, Copyright (c) 2020 Romain Lopez, Adam Gayoso, Galen Xing, Yosef Lab).
+
+Changed: ``save_path`` is a temporary copy of the legacy fixture folder (``tests/legacy/conftest.py``);
+``test_totalvi`` and ``test_autozi`` are marked slow (each takes 35-70 s on the shared 2-core
+machine; run them with ``pytest -m slow``); ``test_differential_expression`` is marked xfail (non-strict)
+while the Posterior bug it finds is open. Assertions unchanged; ``use_cuda=True`` falls back
+to the CPU with a warning, as in the original.
+"""
 import numpy as np
 import pandas as pd
 import tempfile
@@ -378,6 +386,9 @@ def test_annealing_procedures(save_path):
     assert trainer_cortex_vae.kl_weight >= 0.99, "Annealing should be over"
 
 
+# ported: known bug of our Posterior, reported in /work/prompts/legacy_suite_failures.md (item 1):
+# `posterior.data_loader.batch_size` is None instead of the batch size. Remove this marker once fixed.
+@pytest.mark.xfail(reason="Posterior.data_loader.batch_size is None (legacy: the batch size)", strict=False)
 def test_differential_expression(save_path):
     dataset = CortexDataset(save_path=save_path)
     n_cells = len(dataset)
@@ -478,6 +489,8 @@ def test_differential_expression(save_path):
     )
 
 
+# ported: marked slow (~70 s on the shared 2-core machine)
+@pytest.mark.slow
 def test_totalvi(save_path):
     synthetic_dataset_one_batch = SyntheticDataset(n_batches=1)
     totalvi_benchmark(synthetic_dataset_one_batch, n_epochs=1, use_cuda=use_cuda)
@@ -521,6 +534,8 @@ def test_totalvi(save_path):
         )
 
 
+# ported: marked slow (~70 s on the shared 2-core machine)
+@pytest.mark.slow
 def test_autozi(save_path):
     data = SyntheticDataset(n_batches=1)
 

@@ -5,6 +5,8 @@ Unchanged. It runs from a temporary root whose ``tests/data`` is a copy of the l
 """
 from unittest import TestCase
 
+import pytest
+
 from scvi.dataset import (
     LoomDataset,
     RetinaDataset,
@@ -25,6 +27,8 @@ class TestSubDataset(TestCase):
         dataset = RetinaDataset(save_path="tests/data")
         unsupervised_training_one_epoch(dataset)
 
+    # ported: marked slow (~35 s: the STARmap fixture is the full 3,704-cell dataset)
+    @pytest.mark.slow
     def test_pfc_starmap_load_train_one(self):
         gene_dataset = PreFrontalCortexStarmapDataset(save_path="tests/data")
         unsupervised_training_one_epoch(gene_dataset)

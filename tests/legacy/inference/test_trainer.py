@@ -1,3 +1,7 @@
+"""Ported from scVI 0.6.8 ``tests/inference/test_trainer.py`` (MIT licence, Copyright (c) 2020 Romain Lopez, Adam Gayoso, Galen Xing, Yosef Lab).
+
+Unchanged.
+"""
 from unittest import TestCase
 import numpy as np
 from scvi.dataset import GeneExpressionDataset, CellMeasurement
