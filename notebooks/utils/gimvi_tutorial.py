@@ -5,7 +5,7 @@ They take a trained :class:`~scvi.inference.JVAETrainer` whose datasets are
 the imputation of genes hidden from the spatial data, ``plot_gene_spatial`` draws a gene in space.
 """
 import logging
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["plot_umap", "imputation_score", "plot_gene_spatial"]
 
 
-def _embed_2d(latent: np.ndarray) -> np.ndarray:
+def _embed_2d(latent: np.ndarray, random_state: Optional[int]) -> np.ndarray:
     """UMAP embedding of ``latent`` (t-SNE when umap-learn is not installed)."""
     try:
         from umap import UMAP
@@ -22,22 +22,26 @@ def _embed_2d(latent: np.ndarray) -> np.ndarray:
         from sklearn.manifold import TSNE
 
         logger.info("umap-learn is not installed: using t-SNE")
-        return TSNE(n_components=2, init="pca", random_state=0).fit_transform(latent)
-    return UMAP(random_state=0).fit_transform(latent)
+        return TSNE(n_components=2, init="pca", random_state=random_state).fit_transform(latent)
+    # a seed makes UMAP reproducible but single-threaded
+    reducer = UMAP() if random_state is None else UMAP(random_state=random_state, n_jobs=1)
+    return reducer.fit_transform(latent)
 
 
-def plot_umap(trainer) -> None:
+def plot_umap(trainer, random_state: Optional[int] = None) -> None:
     """Plot the joint latent space of both datasets, coloured by dataset and by cell type.
 
     Parameters
     ----------
     trainer
         A trained :class:`~scvi.inference.JVAETrainer` over ``[data_seq, data_spatial]``.
+    random_state
+        Seed of the 2-d embedding (``None``: not reproducible, faster).
     """
     import matplotlib.pyplot as plt
 
     latent_seq, latent_fish = trainer.get_latent()
-    latent2d = _embed_2d(np.concatenate([latent_seq, latent_fish]))
+    latent2d = _embed_2d(np.concatenate([latent_seq, latent_fish]), random_state)
     latent2d_seq, latent2d_fish = latent2d[: len(latent_seq)], latent2d[len(latent_seq) :]
     data_seq, data_fish = [posterior.gene_dataset for posterior in trainer.all_dataset]
     colors = plt.get_cmap("tab20")
@@ -52,7 +56,8 @@ def plot_umap(trainer) -> None:
     ):
         ax = plt.subplot(1, 3, position)
         labels = np.asarray(data.labels).ravel()
-        for i, cell_type in enumerate(data.cell_types):
+        cell_types = data.cell_types if data.cell_types is not None else np.unique(labels).astype(str)
+        for i, cell_type in enumerate(cell_types):
             ax.scatter(*points[labels == i].T, color=colors(i % 20), label=str(cell_type)[:12], alpha=0.5, s=5)
         ax.legend()
         ax.set_title(title)

@@ -202,7 +202,8 @@ def compute_accuracy_classifier(clf, data_train, labels_train, data_test, labels
     clf.fit(data_train, labels_train)
     y_pred_test = clf.predict(data_test)
     y_pred_train = clf.predict(data_train)
-    return (compute_accuracy_tuple(labels_train, y_pred_train), compute_accuracy_tuple(labels_test, y_pred_test)), y_pred_test
+    train_accuracy = compute_accuracy_tuple(labels_train, y_pred_train)
+    return (train_accuracy, compute_accuracy_tuple(labels_test, y_pred_test)), y_pred_test
 
 
 def compute_accuracy_nn(data_train, labels_train, data_test, labels_test, k: int = 5):

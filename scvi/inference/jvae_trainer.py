@@ -105,7 +105,9 @@ def _check_datasets(model, gene_dataset_list) -> None:
         )
     for i, (dataset, n_input) in enumerate(zip(gene_dataset_list, n_inputs)):
         if dataset.nb_genes != n_input:
-            raise ValueError(f"dataset {i} has {dataset.nb_genes} genes but the model expects {n_input} (`dim_input_list[{i}]`)")
+            raise ValueError(
+                f"dataset {i} has {dataset.nb_genes} genes but the model expects {n_input} (`dim_input_list[{i}]`)"
+            )
 
 
 class JVAETrainer(Trainer):
@@ -168,9 +170,8 @@ class JVAETrainer(Trainer):
             raise ValueError(f"train_size needs to be greater than 0 and less than or equal to 1; got {train_size}")
         if not isinstance(kappa, numbers.Real) or kappa < 0:
             raise ValueError(f"`kappa` must be a non-negative number; got {kappa!r}")
-        if n_epochs_kl_warmup is not None and (
-            isinstance(n_epochs_kl_warmup, bool) or not isinstance(n_epochs_kl_warmup, numbers.Integral) or n_epochs_kl_warmup < 0
-        ):
+        warmup = n_epochs_kl_warmup
+        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0):
             raise ValueError(f"`n_epochs_kl_warmup` must be None or a non-negative integer; got {n_epochs_kl_warmup!r}")
         _check_datasets(model, gene_dataset_list)
         if discriminator is None and len(gene_dataset_list) > 1 and kappa > 0:

@@ -307,7 +307,9 @@ class AutoZIVAE(VAE):
             The keys of :meth:`VAE.inference` plus ``bernoulli_params`` (see
             :meth:`reshape_bernoulli`).
         """
-        outputs = self._inference(x, batch_index, y, n_samples=n_samples, transform_batch=transform_batch, eps_log=eps_log)
+        outputs = self._inference(
+            x, batch_index, y, n_samples=n_samples, transform_batch=transform_batch, eps_log=eps_log
+        )
         return {key: outputs[key] for key in _LEGACY_INFERENCE_KEYS + ("bernoulli_params",)}
 
     def get_reconstruction_loss(
@@ -340,8 +342,10 @@ class AutoZIVAE(VAE):
         torch.Tensor
             Shape ``(..., n)``.
         """
-        ll_zinb = torch.log(1.0 - bernoulli_params + eps_log) + LIKELIHOODS["zinb"](px_rate, px_r, px_dropout).log_prob(x)
-        ll_nb = torch.log(bernoulli_params + eps_log) + LIKELIHOODS["nb"](px_rate, px_r, px_dropout).log_prob(x)
+        log_zinb = LIKELIHOODS["zinb"](px_rate, px_r, px_dropout).log_prob(x)
+        log_nb = LIKELIHOODS["nb"](px_rate, px_r, px_dropout).log_prob(x)
+        ll_zinb = torch.log(1.0 - bernoulli_params + eps_log) + log_zinb
+        ll_nb = torch.log(bernoulli_params + eps_log) + log_nb
         return -torch.logaddexp(ll_zinb, ll_nb).sum(dim=-1)
 
     def forward(self, x, local_l_mean, local_l_var, batch_index=None, y=None) -> LossOutput:

@@ -41,7 +41,9 @@ def _mapping_indices(mapping: Mapping, total_genes: int, name: str) -> np.ndarra
     if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
         raise TypeError(f"`{name}` must be a slice or a 1-d array of integer gene positions; got {mapping!r}")
     if indices.size and (indices.min() < 0 or indices.max() >= total_genes):
-        raise ValueError(f"`{name}` must hold positions in [0, total_genes={total_genes}); got {indices.min()}..{indices.max()}")
+        raise ValueError(
+            f"`{name}` must hold positions in [0, total_genes={total_genes}); got {indices.min()}..{indices.max()}"
+        )
     return indices.astype(np.int64)
 
 

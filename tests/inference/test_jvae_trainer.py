@@ -187,13 +187,14 @@ def test_tutorial_imputation_score_and_spatial_plot(trained, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ImportWarning")  # umap-learn without tensorflow (no ParametricUMAP)
 def test_tutorial_umap_plot(trained):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    _tutorial_helpers().plot_umap(trained["trainer"])
+    _tutorial_helpers().plot_umap(trained["trainer"], random_state=0)
     plt.close("all")
 
 
@@ -211,7 +212,9 @@ def test_adversarial_step_trains_the_discriminator_only_when_kappa_is_positive()
     for kappa, should_change in ((0.0, False), (1.0, True)):
         model, discriminator, datasets = _small()
         before = [p.detach().clone() for p in discriminator.parameters()]
-        trainer = JVAETrainer(model, discriminator, datasets, train_size=1.0, kappa=kappa, batch_size=20, show_progbar=False)
+        trainer = JVAETrainer(
+            model, discriminator, datasets, train_size=1.0, kappa=kappa, batch_size=20, show_progbar=False
+        )
         trainer.train(n_epochs=1)
         changed = any(not torch.equal(b, p) for b, p in zip(before, discriminator.parameters()))
         assert changed is should_change

@@ -127,7 +127,9 @@ def test_state_dict_round_trip_gives_identical_outputs(tmp_path):
     other.load_state_dict(torch.load(tmp_path / "scanvi.pt", weights_only=True))
     x = _minibatch()[0]
     torch.testing.assert_close(other.classify(x), model.classify(x))
-    torch.testing.assert_close(other.sample_from_posterior_z(x, give_mean=True), model.sample_from_posterior_z(x, give_mean=True))
+    torch.testing.assert_close(
+        other.sample_from_posterior_z(x, give_mean=True), model.sample_from_posterior_z(x, give_mean=True)
+    )
 
 
 def test_labelled_loss_decreases_with_training():
