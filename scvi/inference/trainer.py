@@ -262,6 +262,10 @@ class Trainer:
         """One optimisation step on the minibatches ``tensors_list``."""
         loss = self.loss(*tensors_list)
         self.current_loss = loss.detach()
+        if not torch.isfinite(self.current_loss):
+            # A step on a NaN/inf loss would write NaN weights; skip it. check_training_status
+            # counts it and stops training after `max_nans` in a row.
+            return
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -328,9 +332,9 @@ class Trainer:
         ValueError
             After ``max_nans`` consecutive NaN training losses.
         """
-        loss_is_nan = bool(torch.isnan(self.current_loss))
+        loss_is_nan = not bool(torch.isfinite(self.current_loss))
         if loss_is_nan:
-            logger.warning("Model training loss was NaN")
+            logger.warning("Model training loss was NaN (or infinite): the optimisation step was skipped")
             self.nan_counter += 1
         else:
             self.nan_counter = 0

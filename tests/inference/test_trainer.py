@@ -121,6 +121,26 @@ def test_nan_guard_raises_after_max_nans(dataset):
     assert trainer.n_iter == 2 and trainer.nan_counter == 3
 
 
+def test_nan_loss_skips_the_optimisation_step(dataset):
+    """A NaN loss must not write NaN weights: the step is skipped and only counted."""
+    trainer = make_trainer(dataset, max_nans=5, batch_size=32)
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
+    # parameters only: batch-norm running statistics move in any forward pass
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    real_loss = trainer.loss
+    trainer.loss = lambda *tensors: real_loss(*tensors) * float("nan")
+    tensors = next(iter(trainer.train_set))
+    trainer.on_training_loop([tensors])
+    trainer.check_training_status()
+    assert trainer.nan_counter == 1
+    for key, value in trainer.model.named_parameters():
+        assert torch.equal(value, before[key]), key
+    trainer.loss = real_loss
+    trainer.on_training_loop([tensors])
+    changed = [v for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
+    assert changed and all(torch.isfinite(v).all() for v in changed)
+
+
 def test_nan_counter_resets_on_a_finite_loss(dataset):
     trainer = make_trainer(dataset, max_nans=2)
     for loss, expected in ((float("nan"), 1), (1.0, 0), (float("nan"), 1)):

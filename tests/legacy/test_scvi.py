@@ -2,8 +2,7 @@
 
 Changed: ``save_path`` is a temporary copy of the legacy fixture folder (``tests/legacy/conftest.py``);
 ``test_totalvi`` and ``test_autozi`` are marked slow (each takes 35-70 s on the shared 2-core
-machine; run them with ``pytest -m slow``); ``test_differential_expression`` is marked xfail (non-strict)
-while the Posterior bug it finds is open. Assertions unchanged; ``use_cuda=True`` falls back
+machine; run them with ``pytest -m slow``). Assertions unchanged; ``use_cuda=True`` falls back
 to the CPU with a warning, as in the original.
 """
 import numpy as np
@@ -386,9 +385,6 @@ def test_annealing_procedures(save_path):
     assert trainer_cortex_vae.kl_weight >= 0.99, "Annealing should be over"
 
 
-# ported: known bug of our Posterior, reported in /work/prompts/legacy_suite_failures.md (item 1):
-# `posterior.data_loader.batch_size` is None instead of the batch size. Remove this marker once fixed.
-@pytest.mark.xfail(reason="Posterior.data_loader.batch_size is None (legacy: the batch size)", strict=False)
 def test_differential_expression(save_path):
     dataset = CortexDataset(save_path=save_path)
     n_cells = len(dataset)

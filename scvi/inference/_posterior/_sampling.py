@@ -96,6 +96,37 @@ class BatchIndexSampler(Sampler):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
+class IndexBatchDataLoader(DataLoader):
+    """A ``DataLoader`` whose sampler yields whole index arrays.
+
+    Torch sees ``batch_size=None`` (no automatic batching: the dataset's ``collate_fn`` receives one
+    index array per minibatch), but ``batch_size`` and ``drop_last`` report the logical values, as
+    ``posterior.data_loader.batch_size`` did in scVI 0.6.
+    """
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        sampler = self.__dict__.get("sampler")
+        if isinstance(sampler, BatchIndexSampler):
+            return sampler.batch_size
+        return self.__dict__.get("_raw_batch_size")
+
+    @batch_size.setter
+    def batch_size(self, value: Optional[int]) -> None:  # set once by DataLoader.__init__
+        self.__dict__["_raw_batch_size"] = value
+
+    @property
+    def drop_last(self) -> bool:
+        sampler = self.__dict__.get("sampler")
+        if isinstance(sampler, BatchIndexSampler):
+            return sampler.drop_last
+        return self.__dict__.get("_raw_drop_last", False)
+
+    @drop_last.setter
+    def drop_last(self, value: bool) -> None:
+        self.__dict__["_raw_drop_last"] = value
+
+
 def build_data_loader(dataset, data_loader_kwargs: dict, device: Optional[torch.device] = None) -> DataLoader:
     """A ``DataLoader`` over ``dataset`` that collates each minibatch from one index array.
 
@@ -119,7 +150,7 @@ def build_data_loader(dataset, data_loader_kwargs: dict, device: Optional[torch.
     pin_memory = bool(kwargs.pop("pin_memory", False)) and device is not None and device.type == "cuda"
     if batch_size is None:
         return DataLoader(dataset, batch_size=None, sampler=sampler, pin_memory=pin_memory, **kwargs)
-    return DataLoader(
+    return IndexBatchDataLoader(
         dataset,
         batch_size=None,
         sampler=BatchIndexSampler(sampler, batch_size, drop_last),

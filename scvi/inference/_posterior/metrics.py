@@ -87,7 +87,7 @@ class MetricsMixin:
         if self.gene_dataset.n_batches != 2:
             logger.info("entropy_batch_mixing needs exactly 2 batches; got %d", self.gene_dataset.n_batches)
             return None
-        latent, batch_indices, _ = self.get_latent()
+        latent, batch_indices, _ = self.get_latent()[:3]
         score = entropy_batch_mixing(latent, batch_indices.ravel(), **kwargs)
         logger.debug("Entropy batch mixing : %s", score)
         return score
@@ -97,7 +97,7 @@ class MetricsMixin:
     @torch.no_grad()
     def knn_purity(self) -> float:
         """Mean over labels of the fraction of latent nearest neighbours with the same label."""
-        latent, _, labels = self.get_latent()
+        latent, _, labels = self.get_latent()[:3]
         score = knn_purity(latent, labels)
         logger.debug("KNN purity score : %s", score)
         return score
@@ -135,7 +135,7 @@ class MetricsMixin:
         from sklearn.mixture import GaussianMixture
 
         seed = int(check_random_state(random_state).integers(2**31 - 1))
-        latent, _, labels = self.get_latent()
+        latent, _, labels = self.get_latent()[:3]
         n_labels = self.gene_dataset.n_labels
         if prediction_algorithm == "knn":
             labels_pred = KMeans(n_labels, n_init=20, random_state=seed).fit_predict(latent)
@@ -159,7 +159,7 @@ class MetricsMixin:
         """
         if not hasattr(self.gene_dataset, "protein_expression_clr"):
             return None
-        latent, _, _ = self.sequential().get_latent()
+        latent, _, _ = self.sequential().get_latent()[:3]
         protein_data = self.gene_dataset.protein_expression_clr[self.indices]
         spearman_correlation, fold_enrichment = nn_overlap(latent, protein_data, **kwargs)
         logger.debug("Overlap Scores: Spearman %.4f Fold enrichment %.4f", spearman_correlation, fold_enrichment)
