@@ -37,7 +37,7 @@ extras_require = {
     "docs": ["sphinx>=7", "sphinx-rtd-theme>=2", "numpydoc>=1.6"],
     "plot": ["matplotlib>=3.7"],
     "autotune": ["hyperopt>=0.2.7", "pymongo>=4.6", "SecantusDB>=0.7.0b3"],
-    "notebooks": ["scanpy>=1.10", "umap-learn>=0.5"],
+    "notebooks": ["scanpy>=1.10", "umap-learn>=0.5", "seaborn>=0.12"],
 }
 extras_require["all"] = sorted({req for reqs in extras_require.values() for req in reqs})
 

@@ -12,9 +12,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 # Notebooks whose full run is blocked by a known package bug (the saved copy is then unexecuted).
-BLOCKED_FULL_RUNS = {
-    "AutoZI_tutorial": "AutoZIVAE(dispersion='gene-label') training diverges to NaN (bugs_from_notebooks.md)",
-}
+BLOCKED_FULL_RUNS: dict = {}  # name -> reason, for a notebook whose full run is known to fail
 
 # name -> (timeout in seconds for the quick run, needs scanpy, slow)
 NOTEBOOK_SPECS = {

@@ -21,6 +21,9 @@ from .vae import _LEGACY_INFERENCE_KEYS, VAE
 
 logger = logging.getLogger(__name__)
 
+# Smallest Beta parameter used when sampling (see `AutoZIVAE.sample_from_beta_distribution`).
+_MIN_CONCENTRATION = 1e-3
+
 __all__ = ["AutoZIVAE", "NegativeBinomial", "VAE", "ZeroInflatedNegativeBinomial", "one_hot"]
 
 ZERO_INFLATIONS = ("gene", "gene-batch", "gene-label", "gene-cell")
@@ -171,9 +174,14 @@ class AutoZIVAE(VAE):
         torch.Tensor
             Same shape as ``alpha``.
         """
-        log_x = torch.log(Gamma(alpha, torch.ones_like(alpha)).rsample() + eps_gamma)
-        log_y = torch.log(Gamma(beta, torch.ones_like(beta)).rsample() + eps_gamma)
-        sample = torch.exp(log_x - torch.logaddexp(log_x, log_y))
+        # Gamma(a, 1) draws behave like U ** (1 / a): for small `a` they underflow float32 to 0 and
+        # the reparameterised gradient becomes NaN. The (tiny, per-gene) parameters are therefore
+        # sampled in float64, with concentrations kept above _MIN_CONCENTRATION.
+        alpha64 = alpha.double().clamp(min=_MIN_CONCENTRATION)
+        beta64 = beta.double().clamp(min=_MIN_CONCENTRATION)
+        log_x = torch.log(Gamma(alpha64, torch.ones_like(alpha64)).rsample() + eps_gamma)
+        log_y = torch.log(Gamma(beta64, torch.ones_like(beta64)).rsample() + eps_gamma)
+        sample = torch.exp(log_x - torch.logaddexp(log_x, log_y)).to(alpha.dtype)
         return eps_sample + (1.0 - 2.0 * eps_sample) * sample
 
     def reshape_bernoulli(
