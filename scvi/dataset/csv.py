@@ -134,7 +134,25 @@ class CsvDataset(DownloadableDataset):
         return {"x_coord": coordinates[:, 0], "y_coord": coordinates[:, 1]}
 
 
-class BreastCancerDataset(CsvDataset):
+class _SpatialTranscriptomicsDataset(CsvDataset):
+    """A count matrix of the Spatial Transcriptomics Research site (Ståhl et al., 2016), spots x genes,
+    whose row names ``"<x>x<y>"`` give the spot coordinates; subclasses set ``_filename``."""
+
+    _index_is_spot_coordinates = True
+    _filename: str
+
+    def __init__(self, save_path: str = "data/", delayed_populating: bool = False):
+        super().__init__(
+            self._filename,
+            save_path=save_path,
+            url="http://www.spatialtranscriptomicsresearch.org/wp-content/uploads/2016/07/" + self._filename,
+            sep="\t",
+            gene_by_cell=False,
+            delayed_populating=delayed_populating,
+        )
+
+
+class BreastCancerDataset(_SpatialTranscriptomicsDataset):
     """Spatial transcriptomics of a breast cancer section (layer 2; Ståhl et al., 2016).
 
     Spots are cells; their array coordinates (parsed from the row names ``"<x>x<y>"``) are the
@@ -148,20 +166,10 @@ class BreastCancerDataset(CsvDataset):
         Switch for delayed populating mechanism.
     """
 
-    _index_is_spot_coordinates = True
-
-    def __init__(self, save_path: str = "data/", delayed_populating: bool = False):
-        super().__init__(
-            "Layer2_BC_count_matrix-1.tsv",
-            save_path=save_path,
-            url="http://www.spatialtranscriptomicsresearch.org/wp-content/uploads/2016/07/Layer2_BC_count_matrix-1.tsv",
-            sep="\t",
-            gene_by_cell=False,
-            delayed_populating=delayed_populating,
-        )
+    _filename = "Layer2_BC_count_matrix-1.tsv"
 
 
-class MouseOBDataset(CsvDataset):
+class MouseOBDataset(_SpatialTranscriptomicsDataset):
     """Spatial transcriptomics of the mouse olfactory bulb (replicate 11; Ståhl et al., 2016).
 
     Spots are cells; their array coordinates (parsed from the row names ``"<x>x<y>"``) are the
@@ -175,14 +183,4 @@ class MouseOBDataset(CsvDataset):
         Switch for delayed populating mechanism.
     """
 
-    _index_is_spot_coordinates = True
-
-    def __init__(self, save_path: str = "data/", delayed_populating: bool = False):
-        super().__init__(
-            "Rep11_MOB_count_matrix-1.tsv",
-            save_path=save_path,
-            url="http://www.spatialtranscriptomicsresearch.org/wp-content/uploads/2016/07/Rep11_MOB_count_matrix-1.tsv",
-            sep="\t",
-            gene_by_cell=False,
-            delayed_populating=delayed_populating,
-        )
+    _filename = "Rep11_MOB_count_matrix-1.tsv"

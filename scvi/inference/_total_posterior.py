@@ -482,25 +482,20 @@ class TotalPosterior(Posterior):
         log_transform
             Log-transform genes (``log(x + 1e-8)``) and proteins (``log1p``) first.
         """
-        from scipy.stats import spearmanr
-
         if correlation_mode not in ("pearson", "spearman"):
             raise ValueError(f"`correlation_mode` must be one of 'pearson', 'spearman'; got {correlation_mode!r}")
         n_genes = self.gene_dataset.nb_genes
-        corr_mats = []
-        for b in _as_batch_list(transform_batch):
-            denoised = self.generate_denoised_samples(
-                n_samples=n_samples, batch_size=batch_size, rna_size_factor=rna_size_factor, transform_batch=b
-            )
-            flattened = denoised.transpose(2, 0, 1).reshape(-1, denoised.shape[1]).astype(np.float64)
+
+        def prepare(flat):
+            flattened = flat.astype(np.float64)
             if log_transform:
                 flattened[:, :n_genes] = np.log(flattened[:, :n_genes] + 1e-8)
                 flattened[:, n_genes:] = np.log1p(flattened[:, n_genes:])
-            if correlation_mode == "pearson":
-                corr_mats.append(np.corrcoef(flattened, rowvar=False))
-            else:
-                corr_mats.append(spearmanr(flattened, axis=0)[0])
-        return np.mean(np.stack(corr_mats), axis=0)
+            return flattened
+
+        return self._denoised_correlation(
+            n_samples, batch_size, rna_size_factor, transform_batch, correlation_mode, prepare=prepare
+        )
 
     @torch.no_grad()
     def generate_parameters(self):

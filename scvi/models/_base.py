@@ -6,6 +6,7 @@ import logging
 from typing import Callable, Dict, Iterable, NamedTuple, Optional, Union
 
 import torch
+from torch import nn
 from torch.distributions import Distribution
 
 from .distributions import NegativeBinomial, StablePoisson, ZeroInflatedNegativeBinomial
@@ -33,6 +34,28 @@ def check_option(name: str, value, allowed: Iterable) -> None:
     if value not in allowed:
         listed = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"`{name}` must be one of {listed}; got {value!r}")
+
+
+def check_dispersion_covariates(dispersion: str, n_batch: int, n_labels: int) -> None:
+    """Raise a ``ValueError`` for a per-batch / per-label dispersion without batches / labels."""
+    if dispersion == "gene-batch" and n_batch < 1:
+        raise ValueError("dispersion='gene-batch' needs `n_batch` >= 1")
+    if dispersion == "gene-label" and n_labels < 1:
+        raise ValueError("dispersion='gene-label' needs `n_labels` >= 1")
+
+
+def dispersion_parameter(dispersion: str, n_genes: int, n_batch: int, n_labels: int) -> Optional[nn.Parameter]:
+    """Random log inverse dispersion: ``(n_genes,)``, ``(n_genes, n_batch)`` or ``(n_genes, n_labels)``.
+
+    ``None`` for ``'gene-cell'`` (decoded, not a parameter).
+    """
+    if dispersion == "gene":
+        return nn.Parameter(torch.randn(n_genes))
+    if dispersion == "gene-batch":
+        return nn.Parameter(torch.randn(n_genes, n_batch))
+    if dispersion == "gene-label":
+        return nn.Parameter(torch.randn(n_genes, n_labels))
+    return None
 
 
 class LossOutput(NamedTuple):

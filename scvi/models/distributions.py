@@ -193,12 +193,10 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
     """
 
     arg_constraints = {
-        "mu": constraints.greater_than_eq(0),
-        "theta": constraints.greater_than_eq(0),
+        **NegativeBinomial.arg_constraints,
         "zi_probs": constraints.half_open_interval(0.0, 1.0),
         "zi_logits": constraints.real,
     }
-    support = constraints.nonnegative_integer
 
     def __init__(
         self,

@@ -12,7 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import DISPERSIONS, LIKELIHOODS, RECONSTRUCTION_LOSSES, LossOutput, check_option, kl_normal
+from ._base import (
+    DISPERSIONS,
+    LIKELIHOODS,
+    RECONSTRUCTION_LOSSES,
+    LossOutput,
+    check_dispersion_covariates,
+    check_option,
+    dispersion_parameter,
+    kl_normal,
+)
 from .distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from .modules import Encoder, MultiDecoder, MultiEncoder
 from .utils import one_hot
@@ -141,10 +150,7 @@ class JVAE(nn.Module):
         for loss in reconstruction_losses:
             check_option("reconstruction_losses", loss, RECONSTRUCTION_LOSSES)
         check_option("dispersion", dispersion, DISPERSIONS)
-        if dispersion == "gene-batch" and n_batch < 1:
-            raise ValueError("dispersion='gene-batch' needs `n_batch` >= 1")
-        if dispersion == "gene-label" and n_labels < 1:
-            raise ValueError("dispersion='gene-label' needs `n_labels` >= 1")
+        check_dispersion_covariates(dispersion, n_batch, n_labels)
         self._output_indices = []
         for i, (mapping, n_input) in enumerate(zip(indices_mappings, dim_input_list)):
             indices = _mapping_indices(mapping, total_genes, f"indices_mappings[{i}]")
@@ -189,12 +195,9 @@ class JVAE(nn.Module):
             dropout_rate=dropout_rate_decoder,
         )
         # log inverse dispersion; 'gene-cell' decodes it
-        if dispersion == "gene":
-            self.px_r = nn.Parameter(torch.randn(total_genes))
-        elif dispersion == "gene-batch":
-            self.px_r = nn.Parameter(torch.randn(total_genes, n_batch))
-        elif dispersion == "gene-label":
-            self.px_r = nn.Parameter(torch.randn(total_genes, n_labels))
+        px_r = dispersion_parameter(dispersion, total_genes, n_batch, n_labels)
+        if px_r is not None:
+            self.px_r = px_r
 
     # ---------------------------------------------------------------- helpers
     def _check_mode(self, mode: Optional[int], name: str = "mode") -> int:

@@ -163,6 +163,18 @@ class FCLayers(nn.Module):
         return layer(x.reshape(-1, x.size(-1))).view(x.shape)
 
 
+def _hidden_layers(n_in, n_hidden, n_cat_list, n_layers, dropout_rate) -> "FCLayers":
+    """The usual hidden stack: :class:`FCLayers` from ``n_in`` to ``n_hidden`` (ReLU, batch norm)."""
+    return FCLayers(
+        n_in=n_in,
+        n_out=n_hidden,
+        n_cat_list=n_cat_list,
+        n_layers=n_layers,
+        n_hidden=n_hidden,
+        dropout_rate=dropout_rate,
+    )
+
+
 class Encoder(nn.Module):
     """Encode data into the parameters of a Gaussian latent variable and draw from it.
 
@@ -198,14 +210,7 @@ class Encoder(nn.Module):
         super().__init__()
         check_option("distribution", distribution, LATENT_DISTRIBUTIONS)
         self.distribution = distribution
-        self.encoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=n_cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-        )
+        self.encoder = _hidden_layers(n_input, n_hidden, n_cat_list, n_layers, dropout_rate)
         self.mean_encoder = nn.Linear(n_hidden, n_output)
         self.var_encoder = nn.Linear(n_hidden, n_output)
         self.z_transformation = nn.Softmax(dim=-1) if distribution == "ln" else identity
@@ -263,14 +268,7 @@ class DecoderSCVI(nn.Module):
         n_hidden: int = 128,
     ):
         super().__init__()
-        self.px_decoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=n_cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=0,
-        )
+        self.px_decoder = _hidden_layers(n_input, n_hidden, n_cat_list, n_layers, dropout_rate=0)
         self.px_scale_decoder = nn.Sequential(nn.Linear(n_hidden, n_output), nn.Softmax(dim=-1))
         # only used for the gene-cell dispersion
         self.px_r_decoder = nn.Linear(n_hidden, n_output)
@@ -378,14 +376,7 @@ class Decoder(nn.Module):
         n_hidden: int = 128,
     ):
         super().__init__()
-        self.decoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=n_cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=0,
-        )
+        self.decoder = _hidden_layers(n_input, n_hidden, n_cat_list, n_layers, dropout_rate=0)
         self.mean_decoder = nn.Linear(n_hidden, n_output)
         self.var_decoder = nn.Linear(n_hidden, n_output)
 
@@ -433,25 +424,10 @@ class MultiEncoder(nn.Module):
         if len(n_input_list) != n_heads:
             raise ValueError(f"`n_input_list` must have `n_heads`={n_heads} entries; got {len(n_input_list)}")
         self.encoders = nn.ModuleList(
-            FCLayers(
-                n_in=n_input_list[i],
-                n_out=n_hidden,
-                n_cat_list=n_cat_list,
-                n_layers=n_layers_individual,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-                use_batch_norm=True,
-            )
+            _hidden_layers(n_input_list[i], n_hidden, n_cat_list, n_layers_individual, dropout_rate)
             for i in range(n_heads)
         )
-        self.encoder_shared = FCLayers(
-            n_in=n_hidden,
-            n_out=n_hidden,
-            n_cat_list=n_cat_list,
-            n_layers=n_layers_shared,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-        )
+        self.encoder_shared = _hidden_layers(n_hidden, n_hidden, n_cat_list, n_layers_shared, dropout_rate)
         self.mean_encoder = nn.Linear(n_hidden, n_output)
         self.var_encoder = nn.Linear(n_hidden, n_output)
 
@@ -590,14 +566,7 @@ class DecoderTOTALVI(nn.Module):
         self.n_output_proteins = n_output_proteins
 
         def hidden():
-            return FCLayers(
-                n_in=n_input,
-                n_out=n_hidden,
-                n_cat_list=n_cat_list,
-                n_layers=n_layers,
-                n_hidden=n_hidden,
-                dropout_rate=dropout_rate,
-            )
+            return _hidden_layers(n_input, n_hidden, n_cat_list, n_layers, dropout_rate)
 
         def head(n_out: int, use_relu: bool = False):
             return FCLayers(
@@ -703,14 +672,7 @@ class EncoderTOTALVI(nn.Module):
     ):
         super().__init__()
         check_option("distribution", distribution, LATENT_DISTRIBUTIONS)
-        self.encoder = FCLayers(
-            n_in=n_input,
-            n_out=n_hidden,
-            n_cat_list=n_cat_list,
-            n_layers=n_layers,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-        )
+        self.encoder = _hidden_layers(n_input, n_hidden, n_cat_list, n_layers, dropout_rate)
 
         def block():
             return nn.Sequential(

@@ -13,7 +13,9 @@ from ._base import (
     LIKELIHOODS,
     RECONSTRUCTION_LOSSES,
     LossOutput,
+    check_dispersion_covariates,
     check_option,
+    dispersion_parameter,
     kl_normal,
 )
 from .distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
@@ -107,10 +109,7 @@ class VAE(nn.Module):
         check_option("dispersion", dispersion, DISPERSIONS)
         check_option("reconstruction_loss", reconstruction_loss, RECONSTRUCTION_LOSSES)
         check_option("latent_distribution", latent_distribution, LATENT_DISTRIBUTIONS)
-        if dispersion == "gene-batch" and n_batch < 1:
-            raise ValueError("dispersion='gene-batch' needs `n_batch` >= 1")
-        if dispersion == "gene-label" and n_labels < 1:
-            raise ValueError("dispersion='gene-label' needs `n_labels` >= 1")
+        check_dispersion_covariates(dispersion, n_batch, n_labels)
         self.dispersion = dispersion
         self.n_latent = n_latent
         self.log_variational = log_variational
@@ -120,12 +119,9 @@ class VAE(nn.Module):
         self.latent_distribution = latent_distribution
 
         # log inverse dispersion; 'gene-cell' decodes it
-        if dispersion == "gene":
-            self.px_r = nn.Parameter(torch.randn(n_input))
-        elif dispersion == "gene-batch":
-            self.px_r = nn.Parameter(torch.randn(n_input, n_batch))
-        elif dispersion == "gene-label":
-            self.px_r = nn.Parameter(torch.randn(n_input, n_labels))
+        px_r = dispersion_parameter(dispersion, n_input, n_batch, n_labels)
+        if px_r is not None:
+            self.px_r = px_r
 
         self.z_encoder = Encoder(
             n_input,

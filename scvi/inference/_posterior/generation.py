@@ -257,6 +257,13 @@ class GenerationMixin:
         """
         if correlation_type not in CORRELATION_TYPES:
             raise ValueError(f"`correlation_type` must be one of {CORRELATION_TYPES}; got {correlation_type!r}")
+        return self._denoised_correlation(n_samples, batch_size, rna_size_factor, transform_batch, correlation_type)
+
+    def _denoised_correlation(
+        self, n_samples, batch_size, rna_size_factor, transform_batch, correlation_type, prepare=None
+    ) -> np.ndarray:
+        """Feature correlation of denoised samples (flattened to ``(cells * samples, features)`` and
+        passed through ``prepare`` if given), averaged over the batches of ``transform_batch``."""
         from scipy.stats import spearmanr
 
         matrices = []
@@ -265,6 +272,8 @@ class GenerationMixin:
                 n_samples=n_samples, batch_size=batch_size, rna_size_factor=rna_size_factor, transform_batch=batch
             )
             flat = np.moveaxis(denoised, 2, 0).reshape(-1, denoised.shape[1])
+            if prepare is not None:
+                flat = prepare(flat)
             if correlation_type == "pearson":
                 matrices.append(np.corrcoef(flat, rowvar=False))
             else:
