@@ -125,10 +125,10 @@ class PopulateMixin:
             As in ``populate_from_data``.
         """
         _check_same_genes(Xs, "Xs")
-        batch_indices = np.concatenate([np.full(X.shape[0], i, dtype=np.int64) for i, X in enumerate(Xs)])
+        batch_indices = _position_of_each_cell(Xs)
         labels = None
         if labels_per_batch is not None:
-            labels = np.concatenate([np.asarray(lab).reshape(-1) for lab in labels_per_batch])
+            labels = _concatenate_flat(labels_per_batch)
         self.populate_from_data(
             X=concatenate_arrays(list(Xs)),
             batch_indices=batch_indices,
@@ -157,10 +157,10 @@ class PopulateMixin:
             As in ``populate_from_data``.
         """
         _check_same_genes(Xs, "Xs")
-        labels = np.concatenate([np.full(X.shape[0], i, dtype=np.int64) for i, X in enumerate(Xs)])
+        labels = _position_of_each_cell(Xs)
         batch_indices = None
         if batch_indices_per_label is not None and len(batch_indices_per_label):
-            batch_indices = np.concatenate([np.asarray(b).reshape(-1) for b in batch_indices_per_label])
+            batch_indices = _concatenate_flat(batch_indices_per_label)
         self.populate_from_data(
             X=concatenate_arrays(list(Xs)),
             batch_indices=batch_indices,
@@ -206,6 +206,16 @@ class PopulateMixin:
             gene_names=gene_names,
             remap_attributes=remap_attributes,
         )
+
+
+def _position_of_each_cell(Xs: Sequence[Matrix]) -> np.ndarray:
+    """For each cell of the stacked ``Xs``, the position of its matrix in ``Xs`` (int64)."""
+    return np.concatenate([np.full(X.shape[0], i, dtype=np.int64) for i, X in enumerate(Xs)])
+
+
+def _concatenate_flat(values: Sequence) -> np.ndarray:
+    """Concatenate per-matrix value lists, each flattened to 1-D."""
+    return np.concatenate([np.asarray(v).reshape(-1) for v in values])
 
 
 def _check_same_genes(Xs: Sequence[Matrix], name: str) -> None:
