@@ -10,6 +10,7 @@ from typing import List
 import numpy as np
 import torch
 
+from scvi._allocator import tune_cpu_allocator
 from scvi._utils import resolve_device, track
 
 from ._early_stopping import EarlyStopping
@@ -226,6 +227,8 @@ class Trainer:
         if not lr > 0:
             raise ValueError(f"`lr` must be positive; got {lr}")
         self._check_early_stopping_frequency()
+        if self.device.type == "cpu":
+            tune_cpu_allocator()  # minibatch temporaries otherwise page-fault on every step
         begin = time.time()
         self.model.train()
         if params is None:

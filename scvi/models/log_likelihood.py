@@ -69,60 +69,149 @@ def log_factorial(x: torch.Tensor) -> torch.Tensor:
     return torch.lgamma(x + 1)
 
 
+class _GammaRatioDirect:
+    """``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` and its ``theta``-derivative, computed directly.
+
+    For any counts (including non-integer, normalised data) and any shape of ``theta``.
+    """
+
+    def __init__(self, x: torch.Tensor, theta: torch.Tensor):
+        self.x, self.theta = x, theta
+
+    def value(self) -> torch.Tensor:
+        return torch.add(self.x, self.theta).lgamma_().sub_(log_factorial(self.x)).sub_(torch.lgamma(self.theta))
+
+    def theta_derivative(self) -> torch.Tensor:
+        """``digamma(x + theta) - digamma(theta)``."""
+        return digamma(self.x + self.theta).sub_(digamma(self.theta))
+
+
+class _GammaRatioTable:
+    """The same terms for integer counts and a per-gene ``theta``, read from per-gene tables.
+
+    For integer ``k``, ``lgamma(k + theta) - lgamma(theta) = sum_{j<k} log(theta + j)`` and
+    ``digamma(k + theta) - digamma(theta) = sum_{j<k} 1 / (theta + j)``: cumulative sums over a
+    ``(n_rows, n_genes)`` table (computed in float64) replace a full-size ``lgamma`` in the forward
+    pass and two ``digamma`` in the backward pass, the most expensive steps of training on the CPU.
+    Counts at or above ``n_rows`` (rare: the table is capped to stay small) are computed directly.
+    The table values are exact sums, more accurate than the difference of two float32 ``lgamma``.
+    """
+
+    def __init__(self, x: torch.Tensor, theta_row: torch.Tensor, max_count: int, n_rows: int):
+        self.shape = x.shape
+        self.n_genes = x.shape[-1]
+        self.theta = theta_row.detach().reshape(-1)
+        self.n_rows = n_rows
+        self.overflow = None
+        counts = x.to(torch.int32)
+        if max_count >= n_rows:
+            overflow = torch.nonzero(counts.view(-1) >= n_rows).squeeze(1)
+            self.overflow = (overflow, x.reshape(-1).index_select(0, overflow))
+            counts = counts.clamp(max=n_rows - 1)
+        # flat index of (count, gene) in a row-major (n_rows, n_genes) table
+        genes = torch.arange(self.n_genes, dtype=torch.int32, device=x.device)
+        self.index = torch.add(genes, counts, alpha=self.n_genes).view(-1)
+
+    @classmethod
+    def create(cls, x: torch.Tensor, theta: torch.Tensor) -> Optional["_GammaRatioTable"]:
+        """The table version for these counts, or ``None`` when the direct computation is needed."""
+        if x.device.type != "cpu" or x.requires_grad or not x.is_floating_point() or x.dim() < 2 or not x.numel():
+            return None
+        if theta.dim() > 2 or theta.numel() != x.shape[-1] or theta.shape[-1] != x.shape[-1]:
+            return None  # not one theta per gene
+        low, high = torch.aminmax(x)
+        low, high = float(low), float(high)
+        if not (low >= 0 and high < 2**31):  # also rejects NaN
+            return None
+        if float(torch.frac(x).max()) != 0.0:
+            return None  # non-integer (normalised) data
+        # the table costs O(n_rows * n_genes): keep it well below the size of the counts
+        cap = max(16, x.numel() // (2 * x.shape[-1]))
+        return cls(x, theta, int(high), min(int(high) + 1, cap))
+
+    def _table(self, increments) -> torch.Tensor:
+        # increments in the working precision, sums accumulated in float64
+        steps = self.theta + torch.arange(self.n_rows - 1, dtype=self.theta.dtype, device=self.theta.device).unsqueeze(1)
+        table = torch.empty(self.n_rows, self.n_genes, dtype=torch.float64, device=self.theta.device)
+        table[0] = 0.0
+        torch.cumsum(increments(steps), dim=0, dtype=torch.float64, out=table[1:])
+        return table
+
+    def _gather(self, table: torch.Tensor, direct) -> torch.Tensor:
+        out = table.to(self.theta.dtype).view(-1).index_select(0, self.index).view(self.shape)
+        if self.overflow is not None:
+            positions, counts = self.overflow
+            theta = self.theta.index_select(0, positions % self.n_genes)
+            out.view(-1).index_copy_(0, positions, direct(counts, theta))
+        return out
+
+    def value(self) -> torch.Tensor:
+        table = self._table(torch.log)
+        table -= log_factorial(torch.arange(self.n_rows, dtype=torch.float64, device=table.device)).unsqueeze(1)
+        return self._gather(table, lambda k, t: _GammaRatioDirect(k, t).value())
+
+    def theta_derivative(self) -> torch.Tensor:
+        return self._gather(self._table(torch.reciprocal), lambda k, t: _GammaRatioDirect(k, t).theta_derivative())
+
+
+def _gamma_ratio(x: torch.Tensor, theta: torch.Tensor):
+    """The gamma-function terms of the NB log-likelihood: from tables when possible, else directly."""
+    return _GammaRatioTable.create(x, theta) or _GammaRatioDirect(x, theta)
+
+
 class _NBFamilyLogLik(torch.autograd.Function):
     """Element-wise NB / ZINB log-likelihood with a hand-written backward pass.
 
     Autograd through the formula keeps a dozen intermediate tensors and differentiates
-    ``lgamma`` with ``torch.digamma`` (slow on the CPU); here the forward pass works in place on
-    a few buffers and the closed-form gradients need a few element-wise passes.
+    ``lgamma`` with ``torch.digamma`` (slow on the CPU); here the forward pass needs two
+    logarithms (and two softplus for the ZINB) over the full shape, the backward pass only cheap
+    element-wise operations, and the gamma-function terms come from :func:`_gamma_ratio`.
     ``pi is None`` gives the negative binomial.
 
-    With ``a = theta * log(theta / (theta + mu))`` (log NB(0)), ``sp = softplus``:
-    ``log NB(x) = a + x log(mu / (theta + mu)) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)``;
-    ZINB: ``sp(a - pi) - sp(-pi)`` at zero counts, ``log NB(x) - sp(pi)`` elsewhere.
+    With ``t = theta + mu``, ``a = theta * log(theta / t)`` (log NB(0)) and ``sp = softplus``:
+    ``log NB(x) = a + x log(mu / t) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)``;
+    ``log ZINB(x) = log NB(x) - sp(pi) + [x = 0] sp(pi - a)`` (at ``x = 0``, ``log NB = a`` and
+    ``log(sigmoid(pi) + sigmoid(-pi) e^a) = a - sp(pi) + sp(pi - a)``).
     """
 
     @staticmethod
     def forward(ctx, x, mu, theta, pi, eps):
         ctx.eps = eps
         ctx.shapes = (mu.shape, theta.shape, None if pi is None else pi.shape)
-        # Work on the full shape; a row of per-gene theta stays a row (the common fast path).
+        gamma_ratio = _gamma_ratio(x, theta)
+        # in-place steps below write into buffers of the full broadcast shape
         shape = torch.broadcast_shapes(x.shape, mu.shape, theta.shape, *(() if pi is None else (pi.shape,)))
-        x, mu = x.expand(shape), mu.expand(shape)
-        pi = None if pi is None else pi.expand(shape)
+        mu = mu.expand(shape)
         theta_eps = theta + eps
         t = mu + theta_eps  # theta + mu + eps
         log_t = torch.log(t)
         log_nb = torch.add(mu, eps).log_().sub_(log_t).mul_(x)
-        log_nb.add_(torch.add(x, theta).lgamma_()).sub_(log_factorial(x)).sub_(torch.lgamma(theta))
         d = log_t.neg_().add_(torch.log(theta_eps))  # log(theta + eps) - log(t), in place
         log_nb_zero = theta * d
-        log_nb.add_(log_nb_zero)
+        log_nb = log_nb.add_(log_nb_zero).add_(gamma_ratio.value())
+        ctx.gamma_ratio = gamma_ratio
         if pi is None:
             ctx.save_for_backward(x, mu, theta, t, d, None, None, None)
             return log_nb
-        zero = (x < eps).to(log_nb.dtype)
-        # case_zero - case_non_zero = sp(a - pi) + pi - log NB(x)   (sp(-pi) = sp(pi) - pi)
-        diff = F.softplus(log_nb_zero - pi).add_(pi).sub_(log_nb)
-        # case_non_zero = log NB(x) - sp(pi) is finite at zero counts, so the mask blend is safe
-        res = log_nb.sub_(F.softplus(pi)).addcmul_(zero, diff)
-        ctx.save_for_backward(x, mu, theta, t, d, pi, log_nb_zero, zero)
+        is_zero = _zero_indicator(x, eps)
+        res = log_nb.sub_(F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
+        ctx.save_for_backward(x, mu, theta, t, d, pi, log_nb_zero, is_zero)
         return res
 
     @staticmethod
     def backward(ctx, grad):
         eps = ctx.eps
         mu_shape, theta_shape, pi_shape = ctx.shapes
-        x, mu, theta, t, d, pi, log_nb_zero, zero = ctx.saved_tensors
+        x, mu, theta, t, d, pi, log_nb_zero, is_zero = ctx.saved_tensors
         grad_mu = grad_theta = grad_pi = None
         if pi is None:
             grad_a = grad
         else:
-            # q = 1 - d log ZINB(0) / d log NB(0) at zero counts, 0 elsewhere
-            q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(zero)
+            # q = -d log ZINB / d a + 1 = [x = 0] sigmoid(pi - a)
+            q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero)
             grad_a = torch.addcmul(grad, grad, q, value=-1.0)
             if ctx.needs_input_grad[3]:
-                grad_pi = torch.sigmoid(pi).neg_().add_(q).mul_(grad).sum_to_size(pi_shape)
+                grad_pi = torch.sub(q, torch.sigmoid(pi)).mul_(grad).sum_to_size(pi_shape)
         r = torch.reciprocal(t)
         if ctx.needs_input_grad[1]:
             # d/dmu: x / (mu + eps) - x / t - theta / t (the last one scaled by grad_a)
@@ -130,12 +219,17 @@ class _NBFamilyLogLik(torch.autograd.Function):
             grad_mu.addcmul_(grad_a * theta, r, value=-1.0)
             grad_mu = grad_mu.sum_to_size(mu_shape)
         if ctx.needs_input_grad[2]:
-            # d/dtheta of log NB(0): d + theta * (1 / (theta + eps) - 1 / t)
+            # d a / d theta = d + theta * (1 / (theta + eps) - 1 / t)
             d_zero = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a)
-            # of the rest: digamma(x + theta) - digamma(theta) - x / t
-            d_rest = digamma(x + theta).sub_(digamma(theta)).addcmul_(x, r, value=-1.0).mul_(grad)
+            # the rest: digamma(x + theta) - digamma(theta) - x / t
+            d_rest = ctx.gamma_ratio.theta_derivative().addcmul(x, r, value=-1.0).mul_(grad)
             grad_theta = d_zero.add_(d_rest).sum_to_size(theta_shape)
         return None, grad_mu, grad_theta, grad_pi, None
+
+
+def _zero_indicator(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1.0 where the count is zero (below ``eps``), 0.0 elsewhere, in the dtype of ``x``."""
+    return (x < eps).to(x.dtype)
 
 
 def _nb_family_autograd(x, mu, theta, pi, eps):

@@ -36,6 +36,32 @@ def reparameterize_gaussian(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor
     return _reparameterize(mu, var)
 
 
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` with a cheaper random mask on the CPU.
+
+    ``torch.nn.Dropout`` draws one Bernoulli variable per element from the Mersenne twister,
+    which costs more than the layer it follows (for totalVI's 256-wide layers, about a seventh
+    of a training step). Here each 64-bit draw of torch's generator gives four 16-bit uniforms,
+    so seeded runs stay reproducible; the drop probability is ``p`` rounded to a multiple of
+    ``2**-16`` and the kept values are rescaled by the exact keep probability, as in
+    ``nn.Dropout``. Other devices use ``nn.Dropout``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or not x.is_floating_point():
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0.0
+        n_dropped = min(max(int(round(self.p * 65536)), 1), 65535)
+        n_words = (x.numel() + 3) // 4
+        words = torch.empty(n_words, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)
+        mask = uniform16.ge(n_dropped - 32768).to(x.dtype).mul_(65536 / (65536 - n_dropped))
+        if self.inplace:
+            return x.mul_(mask)
+        return x * mask
+
+
 def identity(x):
     """Return ``x`` unchanged (the latent transformation of the ``'normal'`` distribution)."""
     return x
@@ -99,7 +125,7 @@ class FCLayers(nn.Module):
                         # momentum / eps of the original TensorFlow implementation
                         nn.BatchNorm1d(d_out, momentum=0.01, eps=0.001) if use_batch_norm else None,
                         nn.ReLU() if use_relu else None,
-                        nn.Dropout(p=dropout_rate) if dropout_rate > 0 else None,
+                        Dropout(p=dropout_rate) if dropout_rate > 0 else None,
                     ),
                 )
                 for i, (d_in, d_out) in enumerate(zip(layers_dim[:-1], layers_dim[1:]))
@@ -676,7 +702,7 @@ class EncoderTOTALVI(nn.Module):
 
         def block():
             return nn.Sequential(
-                nn.Linear(n_hidden, n_hidden), nn.BatchNorm1d(n_hidden), nn.ReLU(), nn.Dropout(p=dropout_rate)
+                nn.Linear(n_hidden, n_hidden), nn.BatchNorm1d(n_hidden), nn.ReLU(), Dropout(p=dropout_rate)
             )
 
         self.z_encoder = block()

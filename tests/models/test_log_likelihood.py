@@ -170,3 +170,38 @@ def test_log_factorial_table_and_fallback():
     fractional = counts + 0.5  # normalised (non-integer) data: computed with lgamma
     torch.testing.assert_close(log_factorial(fractional), torch.lgamma(fractional + 1))
     torch.testing.assert_close(log_factorial(-counts - 0.5), torch.lgamma(-counts + 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gamma_ratio_tables_match_lgamma_and_digamma(dtype):
+    """The per-gene tables (with counts above the table size computed directly) are exact."""
+    from scvi.models.log_likelihood import _gamma_ratio, _GammaRatioDirect, _GammaRatioTable
+
+    torch.manual_seed(0)
+    n_genes = 6
+    theta = torch.tensor([1e-4, 0.05, 0.7, 3.0, 250.0, 1e4], dtype=dtype)
+    x = torch.poisson(torch.rand(40, n_genes, dtype=torch.float64) * 5).to(dtype)
+    x[0] = torch.tensor([0.0, 1.0, 20.0, 21.0, 500.0, 16383.0], dtype=dtype)  # above the 20-row cap
+    terms = _gamma_ratio(x, theta)
+    assert isinstance(terms, _GammaRatioTable) and terms.n_rows == 20 and terms.overflow is not None
+    x64, theta64 = x.double(), theta.double()
+    expected_value = torch.lgamma(x64 + theta64) - torch.lgamma(theta64) - torch.lgamma(x64 + 1)
+    expected_derivative = torch.digamma(x64 + theta64) - torch.digamma(theta64)
+    tol = dict(rtol=1e-5, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(terms.value().double(), expected_value, **tol)
+    torch.testing.assert_close(terms.theta_derivative().double(), expected_derivative, **tol)
+    if dtype == torch.float64:  # in float32, lgamma(x + 1e4) - lgamma(1e4) loses digits; the tables do not
+        torch.testing.assert_close(terms.value(), _GammaRatioDirect(x, theta.view(1, -1)).value(), **tol)
+
+
+def test_gamma_ratio_uses_direct_terms_when_tables_do_not_apply():
+    from scvi.models.log_likelihood import _gamma_ratio, _GammaRatioDirect
+
+    counts = torch.poisson(torch.rand(8, 5) * 3)
+    theta = torch.rand(5) + 0.5
+    assert isinstance(_gamma_ratio(counts + 0.5, theta), _GammaRatioDirect)  # normalised data
+    assert isinstance(_gamma_ratio(counts, theta.expand(8, 5)), _GammaRatioDirect)  # theta per cell
+    assert isinstance(_gamma_ratio(-counts - 1, theta), _GammaRatioDirect)  # negative values
+    with_nan = counts.clone()
+    with_nan[0, 0] = float("nan")
+    assert isinstance(_gamma_ratio(with_nan, theta), _GammaRatioDirect)

@@ -141,3 +141,23 @@ def test_one_hot_and_label_helpers():
     with pytest.raises(ValueError, match="at least one reference"):
         broadcast_labels(None, n_broadcast=2)
     assert iterate([1, (2, None)], lambda v: v * 10) == [10, (20, None)]
+
+
+def test_fast_dropout_drops_the_right_fraction_and_is_seeded():
+    from scvi.models.modules import Dropout
+
+    layer = Dropout(p=0.3)
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    out = layer(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 65536 / (65536 - round(0.3 * 65536))))
+    assert abs(out.mean().item() - 1.0) < 0.02  # unbiased, as nn.Dropout
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, out.detach())  # gradient flows through the kept entries only
+    torch.manual_seed(0)
+    torch.testing.assert_close(layer(x), out)  # reproducible under torch.manual_seed
+    layer.eval()
+    assert layer(x) is x or torch.equal(layer(x), x)
+    assert isinstance(layer, torch.nn.Dropout)
