@@ -85,6 +85,10 @@ class _GammaRatioDirect:
         """``digamma(x + theta) - digamma(theta)``."""
         return digamma(self.x + self.theta).sub_(digamma(self.theta))
 
+    def zero_indicator(self, eps: float) -> torch.Tensor:
+        """1.0 where the count is zero (below ``eps``), 0.0 elsewhere, in the dtype of ``x``."""
+        return (self.x < eps).to(self.x.dtype)
+
 
 class _GammaRatioTable:
     """The same terms for integer counts and a per-gene ``theta``, read from per-gene tables.
@@ -98,6 +102,7 @@ class _GammaRatioTable:
     """
 
     def __init__(self, x: torch.Tensor, theta_row: torch.Tensor, max_count: int, n_rows: int):
+        self.x = x
         self.shape = x.shape
         self.n_genes = x.shape[-1]
         self.theta = theta_row.detach().reshape(-1)
@@ -126,7 +131,8 @@ class _GammaRatioTable:
         if float(torch.frac(x).max()) != 0.0:
             return None  # non-integer (normalised) data
         # the table costs O(n_rows * n_genes): keep it well below the size of the counts
-        cap = max(16, x.numel() // (2 * x.shape[-1]))
+        # (counts above it are rare in single-cell data and computed directly)
+        cap = max(16, x.numel() // (8 * x.shape[-1]))
         return cls(x, theta, int(high), min(int(high) + 1, cap))
 
     def _table(self, increments) -> torch.Tensor:
@@ -152,6 +158,10 @@ class _GammaRatioTable:
 
     def theta_derivative(self) -> torch.Tensor:
         return self._gather(self._table(torch.reciprocal), lambda k, t: _GammaRatioDirect(k, t).theta_derivative())
+
+    def zero_indicator(self, eps: float) -> torch.Tensor:
+        """``1 - min(x, 1)``: for non-negative integers, cheaper than a comparison and a cast."""
+        return torch.clamp(self.x, max=1.0).neg_().add_(1.0)
 
 
 def _gamma_ratio(x: torch.Tensor, theta: torch.Tensor):
@@ -193,7 +203,7 @@ class _NBFamilyLogLik(torch.autograd.Function):
         if pi is None:
             ctx.save_for_backward(x, mu, theta, t, d, None, None, None)
             return log_nb
-        is_zero = _zero_indicator(x, eps)
+        is_zero = gamma_ratio.zero_indicator(eps)
         res = log_nb.sub_(F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
         ctx.save_for_backward(x, mu, theta, t, d, pi, log_nb_zero, is_zero)
         return res
@@ -227,9 +237,108 @@ class _NBFamilyLogLik(torch.autograd.Function):
         return None, grad_mu, grad_theta, grad_pi, None
 
 
-def _zero_indicator(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """1.0 where the count is zero (below ``eps``), 0.0 elsewhere, in the dtype of ``x``."""
-    return (x < eps).to(x.dtype)
+# Use the sparse formulation when at most this fraction of the counts is non-zero.
+_SPARSE_MAX_DENSITY = 0.3
+
+
+class _SparseNBFamilyLogLik(torch.autograd.Function):
+    """The NB / ZINB log-likelihood of mostly-zero counts, with the count terms on the non-zeros only.
+
+    ``log NB(x) = a + [x > 0] (x log(mu / t) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1))``
+    with ``a = theta log(theta / t)``: only ``a`` and the zero-inflation terms are computed over
+    the full shape; everything that involves the counts (a logarithm of the mean, three
+    ``lgamma`` forward and two ``digamma`` backward) is computed for the non-zero entries and
+    added at their positions. Same formulas as :class:`_NBFamilyLogLik`; used when ``x``, ``mu``
+    (and ``pi``) have the same shape and ``x`` is non-negative and sparse.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mu, theta, pi, positions, eps):
+        ctx.eps = eps
+        ctx.shapes = (theta.shape, None if pi is None else pi.shape)
+        n_genes = x.shape[-1]
+        counts = x.reshape(-1).index_select(0, positions)
+        genes = positions % n_genes
+        theta_at = _values_at(theta, x.shape, positions, genes)
+        mu_at = mu.reshape(-1).index_select(0, positions)
+        theta_eps = theta + eps
+        t = mu + theta_eps
+        log_t = torch.log(t)
+        log_t_at = log_t.view(-1).index_select(0, positions)
+        d = log_t.neg_().add_(torch.log(theta_eps))  # log(theta + eps) - log(t), in place
+        log_nb_zero = theta * d
+        count_terms = torch.add(mu_at, eps).log_().sub_(log_t_at).mul_(counts)
+        count_terms.add_(torch.add(counts, theta_at).lgamma_()).sub_(torch.lgamma(theta_at))
+        count_terms.sub_(log_factorial(counts))
+        is_zero = None
+        if pi is None:
+            res = log_nb_zero.clone()
+        else:
+            is_zero = torch.ones_like(x)
+            is_zero.view(-1).index_fill_(0, positions, 0.0)
+            res = torch.sub(log_nb_zero, F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
+        res.view(-1).index_add_(0, positions, count_terms)
+        ctx.save_for_backward(mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, theta_at, mu_at)
+        return res
+
+    @staticmethod
+    def backward(ctx, grad):
+        eps = ctx.eps
+        theta_shape, pi_shape = ctx.shapes
+        mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, theta_at, mu_at = ctx.saved_tensors
+        grad_mu = grad_theta = grad_pi = None
+        if pi is None:
+            grad_a = grad
+        else:
+            q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero)
+            grad_a = torch.addcmul(grad, grad, q, value=-1.0)
+            if ctx.needs_input_grad[3]:
+                grad_pi = torch.sub(q, torch.sigmoid(pi)).mul_(grad).sum_to_size(pi_shape)
+        r = torch.reciprocal(t)
+        grad_at = grad.reshape(-1).index_select(0, positions)
+        r_at = r.view(-1).index_select(0, positions)
+        if ctx.needs_input_grad[1]:
+            grad_mu = torch.mul(grad_a, theta).mul_(r).neg_()  # d a / d mu = -theta / t
+            # d/dmu of the count terms: x / (mu + eps) - x / t
+            sparse = torch.add(mu_at, eps).reciprocal_().sub_(r_at).mul_(counts).mul_(grad_at)
+            grad_mu.view(-1).index_add_(0, positions, sparse)
+        if ctx.needs_input_grad[2]:
+            # d a / d theta = d + theta * (1 / (theta + eps) - 1 / t)
+            dense = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a)
+            # the count terms: digamma(x + theta) - digamma(theta) - x / t
+            sparse = digamma(counts + theta_at).sub_(digamma(theta_at)).addcmul_(counts, r_at, value=-1.0)
+            sparse.mul_(grad_at)
+            if theta.shape[-1] == theta.numel():  # one theta per gene
+                grad_theta = dense.sum_to_size(theta_shape).clone()
+                grad_theta.view(-1).index_add_(0, genes, sparse)
+            else:
+                dense.view(-1).index_add_(0, positions, sparse)
+                grad_theta = dense.sum_to_size(theta_shape)
+        return None, grad_mu, grad_theta, grad_pi, None, None
+
+
+def _values_at(values: torch.Tensor, shape, positions: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+    """``values`` broadcast to ``shape``, at the flat ``positions`` (``genes``: their last index)."""
+    if values.shape[-1] == values.numel():
+        return values.reshape(-1).index_select(0, genes)
+    return values.expand(shape).reshape(-1).index_select(0, positions)
+
+
+def _sparse_positions(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi, eps: float):
+    """Flat positions of the non-zero counts when the sparse formulation applies, else ``None``."""
+    if x.device.type != "cpu" or not x.is_floating_point() or x.dim() < 2 or not x.numel():
+        return None
+    if mu.shape != x.shape or (pi is not None and pi.shape != x.shape):
+        return None
+    if theta.dim() > x.dim() or torch.broadcast_shapes(theta.shape, x.shape) != x.shape:
+        return None
+    low = float(x.min())
+    if not low >= 0:  # negative values or NaN: the dense formulas decide
+        return None
+    positions = torch.nonzero(x.reshape(-1) >= eps).squeeze(1)
+    if positions.numel() > _SPARSE_MAX_DENSITY * x.numel():
+        return None
+    return positions
 
 
 def _nb_family_autograd(x, mu, theta, pi, eps):
@@ -254,6 +363,9 @@ def _nb_family(x, mu, theta, pi, eps):
     theta = _as_row(theta)
     if x.requires_grad:  # gradients in the counts: fall back to plain autograd
         return _nb_family_autograd(x, mu, theta, pi, eps)
+    positions = _sparse_positions(x, mu, theta, pi, eps)
+    if positions is not None:
+        return _SparseNBFamilyLogLik.apply(x, mu, theta, pi, positions, eps)
     return _NBFamilyLogLik.apply(x, mu, theta, pi, eps)
 
 

@@ -181,9 +181,9 @@ def test_gamma_ratio_tables_match_lgamma_and_digamma(dtype):
     n_genes = 6
     theta = torch.tensor([1e-4, 0.05, 0.7, 3.0, 250.0, 1e4], dtype=dtype)
     x = torch.poisson(torch.rand(40, n_genes, dtype=torch.float64) * 5).to(dtype)
-    x[0] = torch.tensor([0.0, 1.0, 20.0, 21.0, 500.0, 16383.0], dtype=dtype)  # above the 20-row cap
+    x[0] = torch.tensor([0.0, 1.0, 16.0, 17.0, 500.0, 16383.0], dtype=dtype)  # above the 16-row cap
     terms = _gamma_ratio(x, theta)
-    assert isinstance(terms, _GammaRatioTable) and terms.n_rows == 20 and terms.overflow is not None
+    assert isinstance(terms, _GammaRatioTable) and terms.n_rows == 16 and terms.overflow is not None
     x64, theta64 = x.double(), theta.double()
     expected_value = torch.lgamma(x64 + theta64) - torch.lgamma(theta64) - torch.lgamma(x64 + 1)
     expected_derivative = torch.digamma(x64 + theta64) - torch.digamma(theta64)
@@ -205,3 +205,43 @@ def test_gamma_ratio_uses_direct_terms_when_tables_do_not_apply():
     with_nan = counts.clone()
     with_nan[0, 0] = float("nan")
     assert isinstance(_gamma_ratio(with_nan, theta), _GammaRatioDirect)
+
+
+@pytest.mark.parametrize("zero_inflated", [True, False])
+@pytest.mark.parametrize("theta_per_cell", [False, True])
+def test_sparse_counts_formulation_matches_autograd(zero_inflated, theta_per_cell):
+    """Mostly-zero counts take the sparse path (count terms on the non-zeros only): same values and gradients."""
+    from scvi.models import log_likelihood as ll
+
+    torch.manual_seed(1)
+    x = torch.poisson(torch.rand(9, 7, dtype=DT) * 0.4)
+    x[0, :3] = torch.tensor([250.0, 1.0, 2.5])  # a large and a non-integer count
+    assert 0 < (x > 0).double().mean() < ll._SPARSE_MAX_DENSITY
+    mu = (torch.rand(9, 7, dtype=DT) * 4).requires_grad_()
+    theta = (torch.rand(*((9, 7) if theta_per_cell else (7,)), dtype=DT) + 0.1).requires_grad_()
+    pi = torch.randn(9, 7, dtype=DT).requires_grad_() if zero_inflated else None
+    params = [mu, theta] + ([pi] if zero_inflated else [])
+    assert ll._sparse_positions(x, mu, ll._as_row(theta), pi, 1e-8) is not None
+
+    def ours(*args):
+        return log_zinb_positive(x, *args) if zero_inflated else log_nb_positive(x, *args)
+
+    assert torch.autograd.gradcheck(ours, params)
+    reference = _nb_family_autograd(x, mu, ll._as_row(theta), pi, 1e-8)
+    out = ours(*params)
+    torch.testing.assert_close(out, reference)
+    weights = torch.randn_like(out)
+    for g_ours, g_ref in zip(torch.autograd.grad(out, params, weights), torch.autograd.grad(reference, params, weights)):
+        torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_dense_or_negative_counts_do_not_take_the_sparse_path():
+    from scvi.models import log_likelihood as ll
+
+    mu, theta = torch.rand(6, 5) + 0.1, torch.rand(1, 5) + 0.5
+    assert ll._sparse_positions(torch.ones(6, 5), mu, theta, None, 1e-8) is None  # dense
+    sparse = torch.zeros(6, 5)
+    sparse[0, 0] = 3.0
+    assert ll._sparse_positions(sparse, mu, theta, None, 1e-8).tolist() == [0]
+    assert ll._sparse_positions(sparse - 1, mu, theta, None, 1e-8) is None  # negative values
+    assert ll._sparse_positions(sparse, mu.expand(3, 6, 5), theta, None, 1e-8) is None  # several samples
