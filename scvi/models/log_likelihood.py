@@ -190,7 +190,10 @@ class _NBFamilyLogLik(torch.autograd.Function):
         ctx.shapes = (mu.shape, theta.shape, None if pi is None else pi.shape)
         gamma_ratio = _gamma_ratio(x, theta)
         # in-place steps below write into buffers of the full broadcast shape
-        shape = torch.broadcast_shapes(x.shape, mu.shape, theta.shape, *(() if pi is None else (pi.shape,)))
+        if mu.shape == x.shape and (pi is None or pi.shape == x.shape) and theta.dim() <= x.dim():
+            shape = x.shape  # the usual case, without torch.broadcast_shapes' Python overhead
+        else:
+            shape = torch.broadcast_shapes(x.shape, mu.shape, theta.shape, *(() if pi is None else (pi.shape,)))
         mu = mu.expand(shape)
         theta_eps = theta + eps
         t = mu + theta_eps  # theta + mu + eps
@@ -330,15 +333,14 @@ def _sparse_positions(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi
         return None
     if mu.shape != x.shape or (pi is not None and pi.shape != x.shape):
         return None
-    if theta.dim() > x.dim() or torch.broadcast_shapes(theta.shape, x.shape) != x.shape:
+    if theta.dim() > x.dim() or any(t not in (1, n) for t, n in zip(reversed(theta.shape), reversed(x.shape))):
+        return None
+    if int(torch.count_nonzero(x)) > _SPARSE_MAX_DENSITY * x.numel():  # cheaper than listing them
         return None
     low = float(x.min())
     if not low >= 0:  # negative values or NaN: the dense formulas decide
         return None
-    positions = torch.nonzero(x.reshape(-1) >= eps).squeeze(1)
-    if positions.numel() > _SPARSE_MAX_DENSITY * x.numel():
-        return None
-    return positions
+    return torch.nonzero(x.reshape(-1) >= eps).squeeze(1)
 
 
 def _nb_family_autograd(x, mu, theta, pi, eps):
