@@ -1,0 +1,36 @@
+"""The glibc allocator tuning used while training on the CPU."""
+import importlib
+import sys
+
+import pytest
+
+import scvi._allocator as allocator
+
+
+def test_tuning_is_done_once_and_reports_what_it_did():
+    first = allocator.tune_cpu_allocator()
+    assert isinstance(first, bool)
+    assert allocator.tune_cpu_allocator() is first  # idempotent: cached for the process
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert first  # mallopt exists on glibc and accepts both settings
+
+
+def test_environment_variable_opts_out(monkeypatch):
+    monkeypatch.setenv("SCVI_KEEP_MALLOC_DEFAULTS", "1")
+    fresh = importlib.reload(allocator)
+    try:
+        assert fresh.tune_cpu_allocator() is False
+    finally:
+        monkeypatch.delenv("SCVI_KEEP_MALLOC_DEFAULTS")
+        importlib.reload(allocator)
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_other_platforms_are_left_alone(monkeypatch, platform):
+    fresh = importlib.reload(allocator)
+    monkeypatch.setattr(fresh.sys, "platform", platform)
+    try:
+        assert fresh.tune_cpu_allocator() is False
+    finally:
+        monkeypatch.undo()
+        importlib.reload(allocator)
