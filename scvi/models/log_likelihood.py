@@ -108,7 +108,8 @@ class _GammaRatioTable:
         self.theta = theta_row.detach().reshape(-1)
         self.n_rows = n_rows
         self.overflow = None
-        counts = x.to(torch.int32)
+        # row-major (logical) order whatever the strides of x
+        counts = x.to(torch.int32).reshape(-1, self.n_genes).contiguous()
         if max_count >= n_rows:
             overflow = torch.nonzero(counts.view(-1) >= n_rows).squeeze(1)
             self.overflow = (overflow, x.reshape(-1).index_select(0, overflow))
@@ -259,6 +260,9 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
     def forward(ctx, x, mu, theta, pi, positions, eps):
         ctx.eps = eps
         ctx.shapes = (theta.shape, None if pi is None else pi.shape)
+        # flat positions index the row-major order: work on contiguous tensors
+        mu = mu.contiguous()
+        pi = None if pi is None else pi.contiguous()
         n_genes = x.shape[-1]
         counts = x.reshape(-1).index_select(0, positions)
         genes = positions % n_genes
@@ -277,7 +281,7 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         if pi is None:
             res = log_nb_zero.clone()
         else:
-            is_zero = torch.ones_like(x)
+            is_zero = torch.ones(x.shape, dtype=log_nb_zero.dtype, device=x.device)
             is_zero.view(-1).index_fill_(0, positions, 0.0)
             res = torch.sub(log_nb_zero, F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
         res.view(-1).index_add_(0, positions, count_terms)
@@ -301,13 +305,13 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         grad_at = grad.reshape(-1).index_select(0, positions)
         r_at = r.view(-1).index_select(0, positions)
         if ctx.needs_input_grad[1]:
-            grad_mu = torch.mul(grad_a, theta).mul_(r).neg_()  # d a / d mu = -theta / t
+            grad_mu = torch.mul(grad_a, theta).mul_(r).neg_().contiguous()  # d a / d mu = -theta / t
             # d/dmu of the count terms: x / (mu + eps) - x / t
             sparse = torch.add(mu_at, eps).reciprocal_().sub_(r_at).mul_(counts).mul_(grad_at)
             grad_mu.view(-1).index_add_(0, positions, sparse)
         if ctx.needs_input_grad[2]:
             # d a / d theta = d + theta * (1 / (theta + eps) - 1 / t)
-            dense = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a)
+            dense = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a).contiguous()
             # the count terms: digamma(x + theta) - digamma(theta) - x / t
             sparse = digamma(counts + theta_at).sub_(digamma(theta_at)).addcmul_(counts, r_at, value=-1.0)
             sparse.mul_(grad_at)
@@ -363,6 +367,11 @@ def _nb_family_autograd(x, mu, theta, pi, eps):
 
 def _nb_family(x, mu, theta, pi, eps):
     theta = _as_row(theta)
+    dtype = torch.promote_types(x.dtype, mu.dtype)
+    if not (x.dtype == mu.dtype == theta.dtype == dtype and (pi is None or pi.dtype == dtype)):
+        # mixed precisions: compute in the promoted type, as the plain formula would
+        x, mu, theta = x.to(dtype), mu.to(dtype), theta.to(dtype)
+        pi = None if pi is None else pi.to(dtype)
     if x.requires_grad:  # gradients in the counts: fall back to plain autograd
         return _nb_family_autograd(x, mu, theta, pi, eps)
     positions = _sparse_positions(x, mu, theta, pi, eps)

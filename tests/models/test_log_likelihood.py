@@ -245,3 +245,36 @@ def test_dense_or_negative_counts_do_not_take_the_sparse_path():
     assert ll._sparse_positions(sparse, mu, theta, None, 1e-8).tolist() == [0]
     assert ll._sparse_positions(sparse - 1, mu, theta, None, 1e-8) is None  # negative values
     assert ll._sparse_positions(sparse, mu.expand(3, 6, 5), theta, None, 1e-8) is None  # several samples
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])  # sparse and dense counts
+def test_mixed_precision_inputs_are_promoted(scale):
+    """float64 counts with float32 parameters give a float64 result and float32 gradients, as the plain formula."""
+    torch.manual_seed(0)
+    x = torch.poisson(torch.rand(20, 30, dtype=torch.float64) * scale)
+    mu = (torch.rand(20, 30) + 0.1).requires_grad_()
+    theta = (torch.rand(30) + 0.5).requires_grad_()
+    pi = torch.randn(20, 30).requires_grad_()
+    for out, params in ((log_zinb_positive(x, mu, theta, pi), (mu, theta, pi)), (log_nb_positive(x, mu, theta), (mu, theta))):
+        reference = _nb_family_autograd(x, mu.double(), theta.double().view(1, -1), pi.double() if len(params) == 3 else None, 1e-8)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, reference)
+        grads = torch.autograd.grad(out.sum(), params)
+        assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])  # sparse path, table path, table with overflow
+@pytest.mark.parametrize("zero_inflated", [True, False])
+def test_non_contiguous_inputs(scale, zero_inflated):
+    """Transposed (non-contiguous) counts and parameters give the reference values and gradients."""
+    torch.manual_seed(0)
+    x = torch.poisson(torch.rand(30, 20, dtype=DT) * scale).t()
+    mu = (torch.rand(30, 20, dtype=DT) + 0.1).t().requires_grad_()
+    theta = (torch.rand(30, dtype=DT) + 0.5).requires_grad_()
+    pi = torch.randn(30, 20, dtype=DT).t().requires_grad_() if zero_inflated else None
+    params = (mu, theta, pi) if zero_inflated else (mu, theta)
+    out = log_zinb_positive(x, mu, theta, pi) if zero_inflated else log_nb_positive(x, mu, theta)
+    reference = _nb_family_autograd(x, mu, theta.view(1, -1), pi, 1e-8)
+    torch.testing.assert_close(out, reference)
+    for g_ours, g_ref in zip(torch.autograd.grad(out.sum(), params), torch.autograd.grad(reference.sum(), params)):
+        torch.testing.assert_close(g_ours, g_ref)
