@@ -263,7 +263,7 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         # flat positions index the row-major order: work on contiguous tensors
         mu = mu.contiguous()
         pi = None if pi is None else pi.contiguous()
-        n_genes = x.shape[-1]
+        n_genes = ctx.n_genes = x.shape[-1]
         counts = x.reshape(-1).index_select(0, positions)
         genes = positions % n_genes
         theta_at = _values_at(theta, x.shape, positions, genes)
@@ -315,7 +315,7 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
             # the count terms: digamma(x + theta) - digamma(theta) - x / t
             sparse = digamma(counts + theta_at).sub_(digamma(theta_at)).addcmul_(counts, r_at, value=-1.0)
             sparse.mul_(grad_at)
-            if theta.shape[-1] == theta.numel():  # one theta per gene
+            if theta.shape[-1] == theta.numel() == ctx.n_genes:  # one theta per gene
                 grad_theta = dense.sum_to_size(theta_shape).clone()
                 grad_theta.view(-1).index_add_(0, genes, sparse)
             else:
@@ -326,7 +326,7 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
 
 def _values_at(values: torch.Tensor, shape, positions: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
     """``values`` broadcast to ``shape``, at the flat ``positions`` (``genes``: their last index)."""
-    if values.shape[-1] == values.numel():
+    if values.shape[-1] == values.numel() == shape[-1]:  # one value per gene
         return values.reshape(-1).index_select(0, genes)
     return values.expand(shape).reshape(-1).index_select(0, positions)
 

@@ -278,3 +278,18 @@ def test_non_contiguous_inputs(scale, zero_inflated):
     torch.testing.assert_close(out, reference)
     for g_ours, g_ref in zip(torch.autograd.grad(out.sum(), params), torch.autograd.grad(reference.sum(), params)):
         torch.testing.assert_close(g_ours, g_ref)
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_a_single_shared_theta(scale):
+    """One inverse dispersion for all genes (shape ``(1,)``) broadcasts on every path."""
+    torch.manual_seed(0)
+    x = torch.poisson(torch.rand(12, 9, dtype=DT) * scale)
+    mu = (torch.rand(12, 9, dtype=DT) + 0.1).requires_grad_()
+    theta = torch.tensor([1.7], dtype=DT, requires_grad=True)
+    pi = torch.randn(12, 9, dtype=DT).requires_grad_()
+    out = log_zinb_positive(x, mu, theta, pi)
+    reference = _nb_family_autograd(x, mu, theta.view(1, -1), pi, 1e-8)
+    torch.testing.assert_close(out, reference)
+    for g_ours, g_ref in zip(torch.autograd.grad(out.sum(), (mu, theta, pi)), torch.autograd.grad(reference.sum(), (mu, theta, pi))):
+        torch.testing.assert_close(g_ours, g_ref)
