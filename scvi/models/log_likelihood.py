@@ -132,8 +132,8 @@ class _GammaRatioTable:
         if float(torch.frac(x).max()) != 0.0:
             return None  # non-integer (normalised) data
         # the table costs O(n_rows * n_genes): keep it well below the size of the counts
-        # (counts above it are rare in single-cell data and computed directly)
-        cap = max(16, x.numel() // (8 * x.shape[-1]))
+        # (counts above it are rare and computed directly; mostly-zero data takes the sparse path)
+        cap = max(16, x.numel() // (2 * x.shape[-1]))
         return cls(x, theta, int(high), min(int(high) + 1, cap))
 
     def _table(self, increments) -> torch.Tensor:
@@ -338,6 +338,10 @@ def _sparse_positions(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi
     if mu.shape != x.shape or (pi is not None and pi.shape != x.shape):
         return None
     if theta.dim() > x.dim() or any(t not in (1, n) for t, n in zip(reversed(theta.shape), reversed(x.shape))):
+        return None
+    # a first look at a slice rules out clearly dense counts at a fraction of a full pass
+    head = x.reshape(-1)[:16384]
+    if int(torch.count_nonzero(head)) > 1.5 * _SPARSE_MAX_DENSITY * head.numel():
         return None
     if int(torch.count_nonzero(x)) > _SPARSE_MAX_DENSITY * x.numel():  # cheaper than listing them
         return None
