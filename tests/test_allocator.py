@@ -1,5 +1,6 @@
 """The glibc allocator tuning used while training on the CPU."""
 import importlib
+import platform
 import sys
 
 import pytest
@@ -11,7 +12,7 @@ def test_tuning_is_done_once_and_reports_what_it_did():
     first = allocator.tune_cpu_allocator()
     assert isinstance(first, bool)
     assert allocator.tune_cpu_allocator() is first  # idempotent: cached for the process
-    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert first  # mallopt exists on glibc and accepts both settings
 
 

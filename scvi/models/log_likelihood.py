@@ -123,8 +123,8 @@ class _GammaRatioTable:
         """The table version for these counts, or ``None`` when the direct computation is needed."""
         if x.device.type != "cpu" or x.requires_grad or not x.is_floating_point() or x.dim() < 2 or not x.numel():
             return None
-        if theta.dim() > 2 or theta.numel() != x.shape[-1] or theta.shape[-1] != x.shape[-1]:
-            return None  # not one theta per gene
+        if theta.dim() > 2 or not _is_per_gene(theta, x.shape[-1]):
+            return None
         low, high = torch.aminmax(x)
         low, high = float(low), float(high)
         if not (low >= 0 and high < 2**31):  # also rejects NaN
@@ -170,6 +170,40 @@ def _gamma_ratio(x: torch.Tensor, theta: torch.Tensor):
     return _GammaRatioTable.create(x, theta) or _GammaRatioDirect(x, theta)
 
 
+def _nb_zero_terms_(log_t: torch.Tensor, theta: torch.Tensor, eps: float):
+    """``d = log(theta + eps) - log(t)`` (overwriting ``log_t``) and ``a = theta * d`` (log NB(0))."""
+    d = log_t.neg_().add_(torch.log(theta + eps))
+    return d, theta * d
+
+
+def _zero_inflate_(log_nb: torch.Tensor, pi: torch.Tensor, log_nb_zero: torch.Tensor, is_zero: torch.Tensor):
+    """``log ZINB = log NB - sp(pi) + [x = 0] sp(pi - a)``, written into ``log_nb``."""
+    return log_nb.sub_(F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
+
+
+def _zero_inflation_grads(grad, pi, log_nb_zero, is_zero, pi_shape, needs_pi: bool):
+    """Gradients through the zero inflation: ``(d/d a, d/d pi)`` (``d/d pi`` is ``None`` unless asked).
+
+    ``q = 1 - d log ZINB / d a = [x = 0] sigmoid(pi - a)``; ``pi is None`` (NB) passes ``grad`` through.
+    """
+    if pi is None:
+        return grad, None
+    q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero)
+    grad_a = torch.addcmul(grad, grad, q, value=-1.0)
+    grad_pi = torch.sub(q, torch.sigmoid(pi)).mul_(grad).sum_to_size(pi_shape) if needs_pi else None
+    return grad_a, grad_pi
+
+
+def _nb_zero_theta_grad(r, theta, d, grad_a, eps: float) -> torch.Tensor:
+    """``grad_a * d a / d theta`` with ``d a / d theta = d + theta * (1 / (theta + eps) - 1 / t)``, ``r = 1 / t``."""
+    return torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a)
+
+
+def _is_per_gene(values: torch.Tensor, n_genes: int) -> bool:
+    """One value per gene (shape ``(n_genes,)`` or ``(1, n_genes)``)."""
+    return values.shape[-1] == values.numel() == n_genes
+
+
 class _NBFamilyLogLik(torch.autograd.Function):
     """Element-wise NB / ZINB log-likelihood with a hand-written backward pass.
 
@@ -196,19 +230,17 @@ class _NBFamilyLogLik(torch.autograd.Function):
         else:
             shape = torch.broadcast_shapes(x.shape, mu.shape, theta.shape, *(() if pi is None else (pi.shape,)))
         mu = mu.expand(shape)
-        theta_eps = theta + eps
-        t = mu + theta_eps  # theta + mu + eps
+        t = mu + (theta + eps)
         log_t = torch.log(t)
         log_nb = torch.add(mu, eps).log_().sub_(log_t).mul_(x)
-        d = log_t.neg_().add_(torch.log(theta_eps))  # log(theta + eps) - log(t), in place
-        log_nb_zero = theta * d
+        d, log_nb_zero = _nb_zero_terms_(log_t, theta, eps)
         log_nb = log_nb.add_(log_nb_zero).add_(gamma_ratio.value())
         ctx.gamma_ratio = gamma_ratio
         if pi is None:
             ctx.save_for_backward(x, mu, theta, t, d, None, None, None)
             return log_nb
         is_zero = gamma_ratio.zero_indicator(eps)
-        res = log_nb.sub_(F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
+        res = _zero_inflate_(log_nb, pi, log_nb_zero, is_zero)
         ctx.save_for_backward(x, mu, theta, t, d, pi, log_nb_zero, is_zero)
         return res
 
@@ -217,15 +249,8 @@ class _NBFamilyLogLik(torch.autograd.Function):
         eps = ctx.eps
         mu_shape, theta_shape, pi_shape = ctx.shapes
         x, mu, theta, t, d, pi, log_nb_zero, is_zero = ctx.saved_tensors
-        grad_mu = grad_theta = grad_pi = None
-        if pi is None:
-            grad_a = grad
-        else:
-            # q = -d log ZINB / d a + 1 = [x = 0] sigmoid(pi - a)
-            q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero)
-            grad_a = torch.addcmul(grad, grad, q, value=-1.0)
-            if ctx.needs_input_grad[3]:
-                grad_pi = torch.sub(q, torch.sigmoid(pi)).mul_(grad).sum_to_size(pi_shape)
+        grad_mu = grad_theta = None
+        grad_a, grad_pi = _zero_inflation_grads(grad, pi, log_nb_zero, is_zero, pi_shape, ctx.needs_input_grad[3])
         r = torch.reciprocal(t)
         if ctx.needs_input_grad[1]:
             # d/dmu: x / (mu + eps) - x / t - theta / t (the last one scaled by grad_a)
@@ -233,8 +258,7 @@ class _NBFamilyLogLik(torch.autograd.Function):
             grad_mu.addcmul_(grad_a * theta, r, value=-1.0)
             grad_mu = grad_mu.sum_to_size(mu_shape)
         if ctx.needs_input_grad[2]:
-            # d a / d theta = d + theta * (1 / (theta + eps) - 1 / t)
-            d_zero = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a)
+            d_zero = _nb_zero_theta_grad(r, theta, d, grad_a, eps)
             # the rest: digamma(x + theta) - digamma(theta) - x / t
             d_rest = ctx.gamma_ratio.theta_derivative().addcmul(x, r, value=-1.0).mul_(grad)
             grad_theta = d_zero.add_(d_rest).sum_to_size(theta_shape)
@@ -268,22 +292,19 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         genes = positions % n_genes
         theta_at = _values_at(theta, x.shape, positions, genes)
         mu_at = mu.reshape(-1).index_select(0, positions)
-        theta_eps = theta + eps
-        t = mu + theta_eps
+        t = mu + (theta + eps)
         log_t = torch.log(t)
         log_t_at = log_t.view(-1).index_select(0, positions)
-        d = log_t.neg_().add_(torch.log(theta_eps))  # log(theta + eps) - log(t), in place
-        log_nb_zero = theta * d
+        d, log_nb_zero = _nb_zero_terms_(log_t, theta, eps)
         count_terms = torch.add(mu_at, eps).log_().sub_(log_t_at).mul_(counts)
         count_terms.add_(torch.add(counts, theta_at).lgamma_()).sub_(torch.lgamma(theta_at))
         count_terms.sub_(log_factorial(counts))
         is_zero = None
-        if pi is None:
-            res = log_nb_zero.clone()
-        else:
+        res = log_nb_zero.clone()
+        if pi is not None:
             is_zero = torch.ones(x.shape, dtype=log_nb_zero.dtype, device=x.device)
             is_zero.view(-1).index_fill_(0, positions, 0.0)
-            res = torch.sub(log_nb_zero, F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
+            res = _zero_inflate_(res, pi, log_nb_zero, is_zero)
         res.view(-1).index_add_(0, positions, count_terms)
         ctx.save_for_backward(mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, theta_at, mu_at)
         return res
@@ -293,14 +314,8 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         eps = ctx.eps
         theta_shape, pi_shape = ctx.shapes
         mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, theta_at, mu_at = ctx.saved_tensors
-        grad_mu = grad_theta = grad_pi = None
-        if pi is None:
-            grad_a = grad
-        else:
-            q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero)
-            grad_a = torch.addcmul(grad, grad, q, value=-1.0)
-            if ctx.needs_input_grad[3]:
-                grad_pi = torch.sub(q, torch.sigmoid(pi)).mul_(grad).sum_to_size(pi_shape)
+        grad_mu = grad_theta = None
+        grad_a, grad_pi = _zero_inflation_grads(grad, pi, log_nb_zero, is_zero, pi_shape, ctx.needs_input_grad[3])
         r = torch.reciprocal(t)
         grad_at = grad.reshape(-1).index_select(0, positions)
         r_at = r.view(-1).index_select(0, positions)
@@ -310,12 +325,11 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
             sparse = torch.add(mu_at, eps).reciprocal_().sub_(r_at).mul_(counts).mul_(grad_at)
             grad_mu.view(-1).index_add_(0, positions, sparse)
         if ctx.needs_input_grad[2]:
-            # d a / d theta = d + theta * (1 / (theta + eps) - 1 / t)
-            dense = torch.neg(r).add_(torch.reciprocal(theta + eps)).mul_(theta).add_(d).mul_(grad_a).contiguous()
+            dense = _nb_zero_theta_grad(r, theta, d, grad_a, eps).contiguous()
             # the count terms: digamma(x + theta) - digamma(theta) - x / t
             sparse = digamma(counts + theta_at).sub_(digamma(theta_at)).addcmul_(counts, r_at, value=-1.0)
             sparse.mul_(grad_at)
-            if theta.shape[-1] == theta.numel() == ctx.n_genes:  # one theta per gene
+            if _is_per_gene(theta, ctx.n_genes):
                 grad_theta = dense.sum_to_size(theta_shape).clone()
                 grad_theta.view(-1).index_add_(0, genes, sparse)
             else:
@@ -326,7 +340,7 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
 
 def _values_at(values: torch.Tensor, shape, positions: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
     """``values`` broadcast to ``shape``, at the flat ``positions`` (``genes``: their last index)."""
-    if values.shape[-1] == values.numel() == shape[-1]:  # one value per gene
+    if _is_per_gene(values, shape[-1]):
         return values.reshape(-1).index_select(0, genes)
     return values.expand(shape).reshape(-1).index_select(0, positions)
 
