@@ -164,8 +164,12 @@ class SCANVI(VAE):
         return torch.softmax(probs, dim=-1) if self._classifier_logits else probs
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """Label probabilities of each cell, from the posterior mean of ``z1`` (probabilities even
-        when the classifier was built with ``logits=True``).
+        """Label probabilities of each cell (probabilities even when the classifier was built with
+        ``logits=True``).
+
+        In training mode the classifier reads a draw of ``z1``, as in scVI 0.6 (it learns on the
+        encoder's noise, which regularises it when few cells are labelled); in evaluation mode it
+        reads the posterior mean of ``z1``, so that predictions do not depend on a random draw.
 
         With ``use_labels_groups``, ``p(label) = p(group) * p(label | group)`` where ``p(group)``
         comes from the group classifier and ``p(label | group)`` is the label classifier's output
@@ -181,7 +185,8 @@ class SCANVI(VAE):
         torch.Tensor
             Shape ``(n, n_labels)``.
         """
-        z = self.z_encoder.encode(self._encoder_input(x))[0]
+        qz_m, _, untran_z = self.z_encoder.encode(self._encoder_input(x))
+        z = self.z_encoder.z_transformation(untran_z if self.training else qz_m)
         if not self.use_labels_groups:
             return self._label_probabilities(z)
         w_g = self.classifier_groups(z)

@@ -26,7 +26,17 @@ def one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
     torch.Tensor
         Float32 tensor of shape ``(n, n_cat)`` on the device of ``index``.
     """
-    return F.one_hot(index.reshape(-1).long(), n_cat).to(torch.float32)
+    index = index.reshape(-1, 1)
+    if index.is_floating_point():
+        index = index.long()
+    # zeros + scatter_ (which checks the bounds itself): F.one_hot's own range check reads the
+    # minimum and maximum back to Python, and the encoders and decoders call this once per layer
+    try:
+        return torch.zeros(index.size(0), n_cat, device=index.device).scatter_(1, index.long(), 1.0)
+    except RuntimeError as error:
+        if "out of bounds" in str(error):
+            raise ValueError(f"category indices must be in [0, {n_cat}): {error}") from None
+        raise
 
 
 def iterate(obj: Any, func: Callable) -> Any:

@@ -204,13 +204,14 @@ def test_latent_and_parameter_outputs(full, citeseq):
 
 def test_generation(full, citeseq):
     n_cells, n_features = len(citeseq.dataset), citeseq.dataset.nb_genes + N_PROTEINS
-    new, old = full.generate(n_samples=3, batch_size=100)
-    assert new.shape == (n_cells, n_features, 3) and old.shape == (n_cells, n_features)
+    new, old = full.generate(n_samples=10, batch_size=100)
+    assert new.shape == (n_cells, n_features, 10) and old.shape == (n_cells, n_features)
     observed = np.concatenate([citeseq.dataset.X, citeseq.dataset.protein_expression], axis=1)
     np.testing.assert_array_equal(old, observed)
     # the posterior-predictive samples have the model's means: gene rates and the protein mixture mean
-    gene_means = full.imputation(n_samples=3).mean((0, 1))
-    model_means = np.concatenate([gene_means, full.get_protein_mean(n_samples=3).mean(0)])
+    # (10 draws per cell: the sample means of the sparsest features stay within the tolerance)
+    gene_means = full.imputation(n_samples=10).mean((0, 1))
+    model_means = np.concatenate([gene_means, full.get_protein_mean(n_samples=10).mean(0)])
     np.testing.assert_allclose(new.mean((0, 2)), model_means, rtol=0.15)
     denoised = full.generate_denoised_samples(n_samples=2, rna_size_factor=1000)
     assert denoised.shape == (n_cells, n_features, 2) and (denoised >= 0).all()

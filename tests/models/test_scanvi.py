@@ -67,6 +67,28 @@ def test_classify_returns_probabilities():
     torch.testing.assert_close(model.classify(x), probs)
 
 
+def test_classify_reads_a_draw_of_z1_in_training_mode():
+    """As scVI 0.6, training classifies a draw of z1 (the same encoder output as in eval mode, plus noise)."""
+    model = SCANVI(N_GENES, n_labels=N_LABELS, dropout_rate=0.0)
+    model.classifier.eval()  # isolate the latent draw from the classifier's own dropout
+    model.z_encoder.eval()  # batch norm with running statistics in both calls
+    x = _minibatch()[0]
+    model.train(False)
+    mean_probs = model.classify(x)
+    model.training = True  # only the SCANVI flag: classify draws z1
+    torch.manual_seed(0)
+    first = model.classify(x)
+    torch.manual_seed(1)
+    second = model.classify(x)
+    assert not torch.allclose(first, second)
+    torch.manual_seed(0)
+    torch.testing.assert_close(model.classify(x), first)
+    # averaged over draws, the probabilities are close to those of the mean
+    torch.manual_seed(2)
+    averaged = torch.stack([model.classify(x) for _ in range(200)]).mean(0)
+    assert (averaged - mean_probs).abs().max() < 0.1
+
+
 def test_classify_with_logits_classifier_still_returns_probabilities():
     model = SCANVI(N_GENES, n_labels=N_LABELS, classifier_parameters={"logits": True, "n_hidden": 16}).eval()
     probs = model.classify(_minibatch()[0])
