@@ -181,17 +181,24 @@ def _zero_inflate_(log_nb: torch.Tensor, pi: torch.Tensor, log_nb_zero: torch.Te
     return log_nb.sub_(F.softplus(pi)).addcmul_(is_zero, F.softplus(pi - log_nb_zero))
 
 
-def _zero_inflation_grads(grad, pi, log_nb_zero, is_zero, pi_shape, needs_pi: bool):
-    """Gradients through the zero inflation: ``(d/d a, d/d pi)`` (``d/d pi`` is ``None`` unless asked).
+def _zero_inflation_share(grad, pi, log_nb_zero, is_zero, pi_shape, needs_pi: bool):
+    """``g0 = grad [x = 0] sigmoid(pi - a)`` and ``d/d pi = g0 - grad sigmoid(pi)`` (``None`` unless asked).
 
-    ``q = 1 - d log ZINB / d a = [x = 0] sigmoid(pi - a)``; ``pi is None`` (NB) passes ``grad`` through.
+    ``[x = 0] sigmoid(pi - a) = 1 - d log ZINB / d a`` is the share of a zero count explained by
+    the negative binomial's own zero.
     """
+    g0 = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero).mul_(grad)
+    grad_pi = torch.addcmul(g0, grad, torch.sigmoid(pi), value=-1.0).sum_to_size(pi_shape) if needs_pi else None
+    return g0, grad_pi
+
+
+def _zero_inflation_grads(grad, pi, log_nb_zero, is_zero, pi_shape, needs_pi: bool):
+    """Gradients through the zero inflation: ``(d/d a, d/d pi)`` (``d/d pi`` is ``None`` unless asked);
+    ``pi is None`` (NB) passes ``grad`` through."""
     if pi is None:
         return grad, None
-    q = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero)
-    grad_a = torch.addcmul(grad, grad, q, value=-1.0)
-    grad_pi = torch.sub(q, torch.sigmoid(pi)).mul_(grad).sum_to_size(pi_shape) if needs_pi else None
-    return grad_a, grad_pi
+    g0, grad_pi = _zero_inflation_share(grad, pi, log_nb_zero, is_zero, pi_shape, needs_pi)
+    return torch.sub(grad, g0), grad_pi
 
 
 def _nb_zero_theta_grad(r, theta, d, grad_a, eps: float) -> torch.Tensor:
@@ -221,6 +228,7 @@ class _NBFamilyLogLik(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mu, theta, pi, eps):
+        ctx.eps = eps
         ctx.shapes = (mu.shape, theta.shape, None if pi is None else pi.shape)
         gamma_ratio = _gamma_ratio(x, theta)
         # in-place steps below write into buffers of the full broadcast shape
@@ -229,15 +237,12 @@ class _NBFamilyLogLik(torch.autograd.Function):
         else:
             shape = torch.broadcast_shapes(x.shape, mu.shape, theta.shape, *(() if pi is None else (pi.shape,)))
         mu_eps = mu.expand(shape) + eps
-        theta_eps = theta + eps
         t = mu_eps + theta
         log_t = torch.log(t)
         log_nb = torch.log(mu_eps).sub_(log_t).mul_(x)
         d, log_nb_zero = _nb_zero_terms_(log_t, theta, eps)
         log_nb = log_nb.add_(log_nb_zero).add_(gamma_ratio.value())
         ctx.gamma_ratio = gamma_ratio
-        # d log NB(0) / d theta without the -theta / t term: log(theta_eps / t) + theta / theta_eps
-        ctx.theta_const = theta / theta_eps
         if pi is None:
             ctx.save_for_backward(x, mu_eps, theta, t, d, None, None, None)
             return log_nb
@@ -260,16 +265,14 @@ class _NBFamilyLogLik(torch.autograd.Function):
         q = q.div_(t) if q.shape == t.shape else q / t  # x may broadcast against the means
         grad_mu = grad_theta = grad_pi = g0 = None
         if pi is not None:
-            g0 = torch.sub(pi, log_nb_zero).sigmoid_().mul_(is_zero).mul_(grad)
-            if ctx.needs_input_grad[3]:
-                grad_pi = torch.addcmul(g0, grad, torch.sigmoid(pi), value=-1.0).sum_to_size(pi_shape)
+            g0, grad_pi = _zero_inflation_share(grad, pi, log_nb_zero, is_zero, pi_shape, ctx.needs_input_grad[3])
         if ctx.needs_input_grad[1]:
             grad_mu = torch.div(x, mu_eps).sub_(q).mul_(grad)
             if g0 is not None:
                 grad_mu.addcmul_(g0, q)
             grad_mu = grad_mu.sum_to_size(mu_shape)
         if ctx.needs_input_grad[2]:
-            u = torch.add(d, ctx.theta_const).sub_(q)
+            u = torch.add(d, theta / (theta + ctx.eps)).sub_(q)
             psi = ctx.gamma_ratio.theta_derivative()  # shape of x, which may broadcast
             grad_theta = (psi.add_(u) if psi.shape == u.shape else psi + u).mul_(grad)
             if g0 is not None:

@@ -3,7 +3,6 @@ import logging
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +25,11 @@ def one_hot(index: torch.Tensor, n_cat: int) -> torch.Tensor:
     torch.Tensor
         Float32 tensor of shape ``(n, n_cat)`` on the device of ``index``.
     """
-    index = index.reshape(-1, 1)
-    if index.is_floating_point():
-        index = index.long()
+    index = index.reshape(-1, 1).long()
     # zeros + scatter_ (which checks the bounds itself): F.one_hot's own range check reads the
     # minimum and maximum back to Python, and the encoders and decoders call this once per layer
     try:
-        return torch.zeros(index.size(0), n_cat, device=index.device).scatter_(1, index.long(), 1.0)
+        return torch.zeros(index.size(0), n_cat, dtype=torch.float32, device=index.device).scatter_(1, index, 1.0)
     except RuntimeError as error:
         if "out of bounds" in str(error):
             raise ValueError(f"category indices must be in [0, {n_cat}): {error}") from None
