@@ -101,29 +101,32 @@ class _GammaRatioTable:
     The table values are exact sums, more accurate than the difference of two float32 ``lgamma``.
     """
 
-    def __init__(self, x: torch.Tensor, theta_row: torch.Tensor, max_count: int, n_rows: int):
+    def __init__(
+        self, x: torch.Tensor, theta_row: torch.Tensor, max_count: int, n_rows: int, genes: Optional[torch.Tensor] = None
+    ):
         self.x = x
         self.shape = x.shape
-        self.n_genes = x.shape[-1]
         self.theta = theta_row.detach().reshape(-1)
+        self.n_genes = self.theta.numel()
+        self.genes = genes
         self.n_rows = n_rows
         self.overflow = None
-        # row-major (logical) order whatever the strides of x
-        counts = x.to(torch.int32).reshape(-1, self.n_genes).contiguous()
+        if genes is None:  # all entries of (..., n_genes) counts, in row-major (logical) order
+            counts = x.to(torch.int32).reshape(-1, self.n_genes).contiguous()
+            genes = torch.arange(self.n_genes, dtype=torch.int32, device=x.device)
+        else:  # listed entries (1-D) and the gene of each
+            counts = x.to(torch.int32)
         if max_count >= n_rows:
             overflow = torch.nonzero(counts.view(-1) >= n_rows).squeeze(1)
             self.overflow = (overflow, x.reshape(-1).index_select(0, overflow))
             counts = counts.clamp(max=n_rows - 1)
         # flat index of (count, gene) in a row-major (n_rows, n_genes) table
-        genes = torch.arange(self.n_genes, dtype=torch.int32, device=x.device)
         self.index = torch.add(genes, counts, alpha=self.n_genes).view(-1)
 
-    @classmethod
-    def create(cls, x: torch.Tensor, theta: torch.Tensor) -> Optional["_GammaRatioTable"]:
-        """The table version for these counts, or ``None`` when the direct computation is needed."""
-        if x.device.type != "cpu" or x.requires_grad or not x.is_floating_point() or x.dim() < 2 or not x.numel():
-            return None
-        if theta.dim() > 2 or not _is_per_gene(theta, x.shape[-1]):
+    @staticmethod
+    def _integer_range(x: torch.Tensor) -> Optional[int]:
+        """The largest count when ``x`` holds non-negative integers below ``2**31``, else ``None``."""
+        if x.device.type != "cpu" or x.requires_grad or not x.is_floating_point() or not x.numel():
             return None
         low, high = torch.aminmax(x)
         low, high = float(low), float(high)
@@ -131,10 +134,37 @@ class _GammaRatioTable:
             return None
         if float(torch.frac(x).max()) != 0.0:
             return None  # non-integer (normalised) data
+        return int(high)
+
+    @classmethod
+    def create(cls, x: torch.Tensor, theta: torch.Tensor) -> Optional["_GammaRatioTable"]:
+        """The table version for these counts, or ``None`` when the direct computation is needed."""
+        if x.dim() < 2 or theta.dim() > 2 or not _is_per_gene(theta, x.shape[-1]):
+            return None
+        high = cls._integer_range(x)
+        if high is None:
+            return None
         # the table costs O(n_rows * n_genes): keep it well below the size of the counts
         # (counts above it are rare and computed directly; mostly-zero data takes the sparse path)
         cap = max(16, x.numel() // (2 * x.shape[-1]))
-        return cls(x, theta, int(high), min(int(high) + 1, cap))
+        return cls(x, theta, high, min(high + 1, cap))
+
+    @classmethod
+    def create_for_entries(
+        cls, counts: torch.Tensor, genes: torch.Tensor, theta: torch.Tensor, n_genes: int
+    ) -> Optional["_GammaRatioTable"]:
+        """The table version for the listed entries ``counts`` (1-D) of the genes ``genes``, or ``None``.
+
+        Used for the non-zero counts of sparse data: the table replaces two ``lgamma`` and two
+        ``digamma`` (a few dozen small operations) on the entries.
+        """
+        if counts.dim() != 1 or not _is_per_gene(theta, n_genes):
+            return None
+        high = cls._integer_range(counts)
+        if high is None:
+            return None
+        cap = max(16, counts.numel() // n_genes)
+        return cls(counts, theta, high, min(high + 1, cap), genes=genes)
 
     def _table(self, increments) -> torch.Tensor:
         # increments in the working precision, sums accumulated in float64
@@ -148,7 +178,8 @@ class _GammaRatioTable:
         out = table.to(self.theta.dtype).view(-1).index_select(0, self.index).view(self.shape)
         if self.overflow is not None:
             positions, counts = self.overflow
-            theta = self.theta.index_select(0, positions % self.n_genes)
+            genes = positions % self.n_genes if self.genes is None else self.genes.index_select(0, positions)
+            theta = self.theta.index_select(0, genes)
             out.view(-1).index_copy_(0, positions, direct(counts, theta))
         return out
 
@@ -306,15 +337,16 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         n_genes = ctx.n_genes = x.shape[-1]
         counts = x.reshape(-1).index_select(0, positions)
         genes = positions % n_genes
-        theta_at = _values_at(theta, x.shape, positions, genes)
         mu_at = mu.reshape(-1).index_select(0, positions)
         t = mu + (theta + eps)
         log_t = torch.log(t)
         log_t_at = log_t.view(-1).index_select(0, positions)
         d, log_nb_zero = _nb_zero_terms_(log_t, theta, eps)
-        count_terms = torch.add(mu_at, eps).log_().sub_(log_t_at).mul_(counts)
-        count_terms.add_(torch.add(counts, theta_at).lgamma_()).sub_(torch.lgamma(theta_at))
-        count_terms.sub_(log_factorial(counts))
+        gamma_ratio = ctx.gamma_ratio = (
+            _GammaRatioTable.create_for_entries(counts, genes, theta, n_genes)
+            or _GammaRatioDirect(counts, _values_at(theta, x.shape, positions, genes))
+        )
+        count_terms = torch.add(mu_at, eps).log_().sub_(log_t_at).mul_(counts).add_(gamma_ratio.value())
         is_zero = None
         res = log_nb_zero.clone()
         if pi is not None:
@@ -322,14 +354,14 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
             is_zero.view(-1).index_fill_(0, positions, 0.0)
             res = _zero_inflate_(res, pi, log_nb_zero, is_zero)
         res.view(-1).index_add_(0, positions, count_terms)
-        ctx.save_for_backward(mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, theta_at, mu_at)
+        ctx.save_for_backward(mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, mu_at)
         return res
 
     @staticmethod
     def backward(ctx, grad):
         eps = ctx.eps
         theta_shape, pi_shape = ctx.shapes
-        mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, theta_at, mu_at = ctx.saved_tensors
+        mu, theta, t, d, pi, log_nb_zero, is_zero, positions, genes, counts, mu_at = ctx.saved_tensors
         grad_mu = grad_theta = None
         grad_a, grad_pi = _zero_inflation_grads(grad, pi, log_nb_zero, is_zero, pi_shape, ctx.needs_input_grad[3])
         r = torch.reciprocal(t)
@@ -343,7 +375,7 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             dense = _nb_zero_theta_grad(r, theta, d, grad_a, eps).contiguous()
             # the count terms: digamma(x + theta) - digamma(theta) - x / t
-            sparse = digamma(counts + theta_at).sub_(digamma(theta_at)).addcmul_(counts, r_at, value=-1.0)
+            sparse = ctx.gamma_ratio.theta_derivative().addcmul_(counts, r_at, value=-1.0)
             sparse.mul_(grad_at)
             if _is_per_gene(theta, ctx.n_genes):
                 grad_theta = dense.sum_to_size(theta_shape).clone()
@@ -373,12 +405,14 @@ def _sparse_positions(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi
     head = x.reshape(-1)[:16384]
     if int(torch.count_nonzero(head)) > 1.5 * _SPARSE_MAX_DENSITY * head.numel():
         return None
-    if int(torch.count_nonzero(x)) > _SPARSE_MAX_DENSITY * x.numel():  # cheaper than listing them
+    flat = x.reshape(-1)
+    positions = torch.nonzero(flat).squeeze(1)
+    if positions.numel() > _SPARSE_MAX_DENSITY * x.numel():
         return None
-    low = float(x.min())
-    if not low >= 0:  # negative values or NaN: the dense formulas decide
+    # negative values, NaN or non-zero values below eps: the dense formulas decide
+    if positions.numel() and not float(flat.index_select(0, positions).min()) >= eps:
         return None
-    return torch.nonzero(x.reshape(-1) >= eps).squeeze(1)
+    return positions
 
 
 def _nb_family_autograd(x, mu, theta, pi, eps):

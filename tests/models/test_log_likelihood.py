@@ -209,19 +209,26 @@ def test_gamma_ratio_uses_direct_terms_when_tables_do_not_apply():
 
 @pytest.mark.parametrize("zero_inflated", [True, False])
 @pytest.mark.parametrize("theta_per_cell", [False, True])
-def test_sparse_counts_formulation_matches_autograd(zero_inflated, theta_per_cell):
-    """Mostly-zero counts take the sparse path (count terms on the non-zeros only): same values and gradients."""
+@pytest.mark.parametrize("integer_counts", [True, False])
+def test_sparse_counts_formulation_matches_autograd(zero_inflated, theta_per_cell, integer_counts):
+    """Mostly-zero counts take the sparse path (count terms on the non-zeros only): same values and
+    gradients, with the gamma-function terms of the non-zero counts from per-gene tables (integer
+    counts, one theta per gene; a count above the table is computed directly) or computed directly."""
     from scvi.models import log_likelihood as ll
 
     torch.manual_seed(1)
     x = torch.poisson(torch.rand(9, 7, dtype=DT) * 0.4)
-    x[0, :3] = torch.tensor([250.0, 1.0, 2.5])  # a large and a non-integer count
+    x[0, :3] = torch.tensor([250.0, 1.0, 3.0 if integer_counts else 2.5])  # a count above the table
     assert 0 < (x > 0).double().mean() < ll._SPARSE_MAX_DENSITY
     mu = (torch.rand(9, 7, dtype=DT) * 4).requires_grad_()
     theta = (torch.rand(*((9, 7) if theta_per_cell else (7,)), dtype=DT) + 0.1).requires_grad_()
     pi = torch.randn(9, 7, dtype=DT).requires_grad_() if zero_inflated else None
     params = [mu, theta] + ([pi] if zero_inflated else [])
-    assert ll._sparse_positions(x, mu, ll._as_row(theta), pi, 1e-8) is not None
+    positions = ll._sparse_positions(x, mu, ll._as_row(theta), pi, 1e-8)
+    assert positions is not None
+    table = ll._GammaRatioTable.create_for_entries(x.view(-1)[positions], positions % 7, ll._as_row(theta), 7)
+    assert (table is not None) == (integer_counts and not theta_per_cell)
+    assert table is None or table.overflow is not None
 
     def ours(*args):
         return log_zinb_positive(x, *args) if zero_inflated else log_nb_positive(x, *args)
