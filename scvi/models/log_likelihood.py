@@ -321,10 +321,11 @@ class _SparseNBFamilyLogLik(torch.autograd.Function):
 
     ``log NB(x) = a + [x > 0] (x log(mu / t) + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1))``
     with ``a = theta log(theta / t)``: only ``a`` and the zero-inflation terms are computed over
-    the full shape; everything that involves the counts (a logarithm of the mean, three
-    ``lgamma`` forward and two ``digamma`` backward) is computed for the non-zero entries and
-    added at their positions. Same formulas as :class:`_NBFamilyLogLik`; used when ``x``, ``mu``
-    (and ``pi``) have the same shape and ``x`` is non-negative and sparse.
+    the full shape; everything that involves the counts (a logarithm of the mean and the gamma
+    terms, from per-gene tables as in :class:`_GammaRatioTable` or with ``lgamma`` / ``digamma``)
+    is computed for the non-zero entries and added at their positions. Same formulas as
+    :class:`_NBFamilyLogLik`; used when ``x``, ``mu`` (and ``pi``) have the same shape and ``x`` is
+    non-negative and sparse.
     """
 
     @staticmethod
