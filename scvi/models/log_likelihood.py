@@ -403,13 +403,13 @@ def _sparse_positions(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi
     if theta.dim() > x.dim() or any(t not in (1, n) for t, n in zip(reversed(theta.shape), reversed(x.shape))):
         return None
     # a first look at a slice rules out clearly dense counts at a fraction of a full pass
-    head = x.reshape(-1)[:16384]
-    if int(torch.count_nonzero(head)) > 1.5 * _SPARSE_MAX_DENSITY * head.numel():
-        return None
     flat = x.reshape(-1)
-    positions = torch.nonzero(flat).squeeze(1)
-    if positions.numel() > _SPARSE_MAX_DENSITY * x.numel():
+    head = flat[:16384]
+    if int(torch.count_nonzero(head)) > 1.2 * _SPARSE_MAX_DENSITY * head.numel():
         return None
+    if int(torch.count_nonzero(flat)) > _SPARSE_MAX_DENSITY * x.numel():  # cheaper than listing them
+        return None
+    positions = torch.nonzero(flat).squeeze(1)
     # negative values, NaN or non-zero values below eps: the dense formulas decide
     if positions.numel() and not float(flat.index_select(0, positions).min()) >= eps:
         return None
