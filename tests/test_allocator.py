@@ -26,10 +26,10 @@ def test_environment_variable_opts_out(monkeypatch):
         importlib.reload(allocator)
 
 
-@pytest.mark.parametrize("platform", ["darwin", "win32"])
-def test_other_platforms_are_left_alone(monkeypatch, platform):
+@pytest.mark.parametrize("system", ["darwin", "win32"])
+def test_other_platforms_are_left_alone(monkeypatch, system):
     fresh = importlib.reload(allocator)
-    monkeypatch.setattr(fresh.sys, "platform", platform)
+    monkeypatch.setattr(fresh.sys, "platform", system)
     try:
         assert fresh.tune_cpu_allocator() is False
     finally:

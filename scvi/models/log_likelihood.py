@@ -552,7 +552,7 @@ def _shared_theta_components(x, mu_1, mu_2, theta, eps):
     """``log NB(x; mu_1, theta)``, ``log NB(x; mu_2, theta)`` and the per-component pieces
     ``(t_i = theta + mu_i + eps, log t_i, mu_i + eps)`` (the ``lgamma`` terms are computed once)."""
     log_theta_eps = torch.log(theta + eps)
-    common = torch.lgamma(x + theta) - torch.lgamma(theta) - log_factorial(x)
+    common = _GammaRatioDirect(x, theta).value()
     log_nbs, pieces = [], []
     for mu in (mu_1, mu_2):
         mu_eps = mu + eps
@@ -599,9 +599,9 @@ class _SharedThetaMixtureNB(torch.autograd.Function):
             grads[2] = (grad * w_2 * (x / mu_eps_2 - q_2)).sum_to_size(mu_2_shape)
         if ctx.needs_input_grad[3]:
             theta_eps = theta + ctx.eps
-            per_theta = torch.log(theta_eps) + theta / theta_eps - digamma(theta)
+            psi = _GammaRatioDirect(x, theta).theta_derivative()  # digamma(x + theta) - digamma(theta)
             mixed = w * (log_t_1 + q_1) + w_2 * (log_t_2 + q_2)
-            grads[3] = (grad * (digamma(x_theta) + per_theta - mixed)).sum_to_size(theta_shape)
+            grads[3] = (grad * (psi + torch.log(theta_eps) + theta / theta_eps - mixed)).sum_to_size(theta_shape)
         if ctx.needs_input_grad[4]:
             grads[4] = (grad * (w - torch.sigmoid(pi))).sum_to_size(pi_shape)
         return tuple(grads)

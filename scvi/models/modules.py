@@ -53,15 +53,13 @@ class Dropout(nn.Dropout):
         if self.p == 1:
             return x * 0.0
         n_dropped = min(max(int(round(self.p * 65536)), 1), 65535)
-        if x.numel() % 4 == 0:
-            uniform16 = torch.empty(x.shape, dtype=torch.int16, device=x.device)
-            uniform16.view(-1).view(torch.int64).random_(-(2**63), None)
-        else:
-            words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-            uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)
         kept, scale = uniform16 >= n_dropped - 32768, 65536 / (65536 - n_dropped)
         if x.dtype == torch.get_default_dtype():
-            mask = torch.where(kept, scale, 0.0)  # one pass instead of a cast and a product
+            # one pass instead of a cast and a product; `where` on Python scalars gives the default
+            # dtype, so other dtypes cast (a float32 `scale` would round a float64 mask)
+            mask = torch.where(kept, scale, 0.0)
         else:
             mask = kept.to(x.dtype).mul_(scale)
         if self.inplace:
