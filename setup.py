@@ -1,7 +1,9 @@
 """Packaging for scvi: deep generative models of single-cell omics, API-compatible with scVI 0.6."""
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 HERE = Path(__file__).parent
 
@@ -39,6 +41,35 @@ extras_require = {
     "autotune": ["hyperopt>=0.2.7", "pymongo>=4.6", "SecantusDB>=0.7.0b3"],
     "notebooks": ["scanpy>=1.10", "umap-learn>=0.5", "seaborn>=0.12"],
 }
+# Fused NB / ZINB likelihood kernels (C, OpenMP): optional. Without a C compiler the package
+# installs all the same and computes the likelihoods with torch operations (slower training).
+NB_KERNEL_FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"]
+# Tried in order: GCC with gathers enabled (the table lookups vectorise) and OpenMP, then
+# without the GCC-specific tuning, then without OpenMP (one thread).
+NB_KERNEL_VARIANTS = [
+    (["-fopenmp", "-mtune-ctrl=use_gather"], ["-fopenmp"]),
+    (["-fopenmp"], ["-fopenmp"]),
+    ([], []),
+]
+
+
+class BuildExtensions(build_ext):
+    """``build_ext`` that retries the optional kernels with fewer compiler flags before giving up."""
+
+    def build_extension(self, ext):
+        if ext.name != "scvi.models._nb_kernels":
+            return super().build_extension(ext)
+        for compile_args, link_args in NB_KERNEL_VARIANTS:
+            ext.extra_compile_args = NB_KERNEL_FLAGS + compile_args
+            ext.extra_link_args = link_args
+            try:
+                return super().build_extension(ext)
+            except (CCompilerError, ExecError, PlatformError, OSError) as error:
+                self.warn(f"building {ext.name} with {compile_args} failed ({error}); retrying")
+        self.warn(f"{ext.name} not built: the likelihoods will use torch operations")
+
+
+nb_kernels = Extension("scvi.models._nb_kernels", sources=["scvi/models/_nb_kernels.c"], optional=True)
 extras_require["all"] = sorted({req for reqs in extras_require.values() for req in reqs})
 
 setup(
@@ -50,6 +81,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["scvi", "scvi.*"]),
+    ext_modules=[nb_kernels],
+    cmdclass={"build_ext": BuildExtensions},
     install_requires=install_requires,
     extras_require=extras_require,
     entry_points={

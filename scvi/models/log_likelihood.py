@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from scvi.models._fused_likelihood import fused_nb_family
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -443,6 +445,9 @@ def _nb_family(x, mu, theta, pi, eps):
         pi = None if pi is None else pi.to(dtype)
     if x.requires_grad:  # gradients in the counts: fall back to plain autograd
         return _nb_family_autograd(x, mu, theta, pi, eps)
+    fused = fused_nb_family(x, mu, theta, pi, eps)
+    if fused is not None:
+        return fused
     positions = _sparse_positions(x, mu, theta, pi, eps)
     if positions is not None:
         return _SparseNBFamilyLogLik.apply(x, mu, theta, pi, positions, eps)

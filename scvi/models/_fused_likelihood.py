@@ -1,0 +1,109 @@
+"""The NB / ZINB log-likelihood from the fused C kernel (``_nb_kernels``), when it applies.
+
+The kernel computes the element-wise log-likelihood and its local derivatives in ``mu``,
+``theta`` and ``pi`` in one pass over the minibatch (see ``_nb_kernels.c``); the backward pass
+only multiplies them by the incoming gradient. It is an optional compiled extension: when it
+was not built (no C compiler at install time) or does not apply (float64, a per-cell
+``theta``, non-integer counts, ...), :mod:`scvi.models.log_likelihood` computes the same values
+with torch operations. Set ``SCVI_FUSED_LIKELIHOOD=0`` to always use torch operations.
+"""
+import logging
+import os
+from typing import Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+try:
+    from scvi.models import _nb_kernels
+except ImportError as error:  # not built: torch operations instead
+    _nb_kernels = None
+    logger.debug("fused likelihood kernels unavailable (%s); using torch operations", error)
+
+ENV_VAR = "SCVI_FUSED_LIKELIHOOD"
+#: Whether the kernel is used where it applies (tests switch it off to compare both paths).
+ENABLED = _nb_kernels is not None and os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+
+# Counts below this many rows get their gamma-function terms from per-gene tables (at least
+# _MIN_TABLE_ROWS, else a quarter of the number of cells: the tables cost O(rows * genes) to
+# build); larger counts, rare, continue from the tables' last row with asymptotic series.
+_MIN_TABLE_ROWS = 16
+
+
+def _address(tensor: Optional[torch.Tensor]) -> int:
+    return 0 if tensor is None else tensor.data_ptr()
+
+
+def fused_nb_family(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi: Optional[torch.Tensor], eps: float
+) -> Optional[torch.Tensor]:
+    """Element-wise NB (``pi is None``) or ZINB log-likelihood from the kernel, or ``None`` when it does not apply.
+
+    Applies to float32 CPU tensors where ``x``, ``mu`` (and ``pi``) have the same shape
+    ``(..., n_genes)``, ``theta`` has one value per gene, and the counts are non-negative
+    integers below ``2**24`` (the kernel checks them in one pass).
+    """
+    if not ENABLED or x.dim() < 1 or not x.numel() or x.requires_grad:
+        return None
+    tensors = (x, mu, theta) if pi is None else (x, mu, theta, pi)
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        return None
+    n_genes = x.shape[-1]
+    if mu.shape != x.shape or (pi is not None and pi.shape != x.shape):
+        return None
+    if theta.numel() != n_genes or theta.shape[-1] != n_genes:
+        return None
+    counts = x.reshape(-1, n_genes).contiguous()
+    n_rows = counts.shape[0]
+    max_count = _nb_kernels.integer_max(counts.data_ptr(), n_rows, n_genes)
+    if max_count < 0:
+        return None
+    table_rows = min(max_count + 1, max(_MIN_TABLE_ROWS, n_rows // 4))
+    if table_rows * n_genes >= 2**31:  # the kernel indexes its tables with 32-bit integers
+        return None
+    return _FusedNBFamilyLogLik.apply(counts, mu, theta, pi, eps, max_count, table_rows).view(x.shape)
+
+
+class _FusedNBFamilyLogLik(torch.autograd.Function):
+    """Autograd wrapper of the kernel: forward stores the local derivatives, backward scales them."""
+
+    @staticmethod
+    def forward(ctx, counts, mu, theta, pi, eps, max_count, table_rows):
+        n_rows, n_genes = counts.shape
+        ctx.shapes = (mu.shape, theta.shape, None if pi is None else pi.shape)
+        mu = mu.detach().reshape(n_rows, n_genes).contiguous()
+        theta_flat = theta.detach().reshape(n_genes).contiguous()
+        pi_rows = None if pi is None else pi.detach().reshape(n_rows, n_genes).contiguous()
+        out = torch.empty_like(counts)
+        wants_grads = any(ctx.needs_input_grad[1:4])
+        d_mu = torch.empty_like(counts) if wants_grads else None
+        d_theta = torch.empty_like(counts) if wants_grads else None
+        d_pi = torch.empty_like(counts) if wants_grads and pi is not None else None
+        _nb_kernels.nb_family(
+            counts.data_ptr(),
+            mu.data_ptr(),
+            theta_flat.data_ptr(),
+            _address(pi_rows),
+            out.data_ptr(),
+            _address(d_mu),
+            _address(d_theta),
+            _address(d_pi),
+            n_rows,
+            n_genes,
+            float(eps),
+            max_count,
+            table_rows,
+        )
+        ctx.save_for_backward(d_mu, d_theta, d_pi)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        d_mu, d_theta, d_pi = ctx.saved_tensors
+        mu_shape, theta_shape, pi_shape = ctx.shapes
+        grad = grad.reshape(d_mu.shape)
+        grad_mu = torch.mul(grad, d_mu).view(mu_shape) if ctx.needs_input_grad[1] else None
+        grad_theta = torch.mul(grad, d_theta).sum(0).view(theta_shape) if ctx.needs_input_grad[2] else None
+        grad_pi = torch.mul(grad, d_pi).view(pi_shape) if ctx.needs_input_grad[3] else None
+        return None, grad_mu, grad_theta, grad_pi, None, None, None

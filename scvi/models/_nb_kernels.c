@@ -1,0 +1,417 @@
+/*
+ * Fused CPU kernels for the negative binomial (NB) and zero-inflated NB log-likelihoods.
+ *
+ * Written eagerly with torch, a training step spends about a quarter of its time in the two
+ * dozen element-wise operations of the (cells, genes) likelihood and its gradient (and in
+ * torch's generic log/exp, slow on some CPUs). Here one pass over each row computes the value
+ * and the three local derivatives (d/dmu, d/dpi and the per-element d/dtheta, which autograd's
+ * backward pass then multiplies by the incoming gradient), with vectorisable exp/log written
+ * out below. The gamma-function terms of the counts come from per-gene tables
+ *   lgamma(k + theta) - lgamma(theta) - lgamma(k + 1) = sum_{j<k} log(theta + j) - log k!
+ *   digamma(k + theta) - digamma(theta)            = sum_{j<k} 1 / (theta + j)
+ * built for the counts of the minibatch (larger counts are computed directly, in double).
+ *
+ * Scope (the Python wrapper checks it and otherwise uses the torch implementation):
+ * float32, C-contiguous (n_rows, n_genes) counts / means / logits, one inverse dispersion per
+ * gene, counts that are non-negative integers (integer_max() checks them).
+ *
+ * The functions take raw addresses (tensor.data_ptr()) and release the GIL. Rows are shared
+ * out with OpenMP: linked against libgomp, the module uses the runtime torch already loaded
+ * (same soname), hence torch's thread setting.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Several instruction-set versions of the hot loops, chosen at load time (x86-64 Linux, GCC). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+/* Parallel regions only pay off for large minibatches. */
+#define PARALLEL_MIN_ELEMENTS 32768
+/* Largest count accepted (exactly representable, fits an int). */
+#define MAX_COUNT 16777216.0f
+
+/* ------------------------------------------------------------------------------------------ */
+/* Elementary functions, branch-free so that loops calling them vectorise.                     */
+
+static inline float bits_to_float(uint32_t i) {
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+static inline uint32_t float_to_bits(float f) {
+    uint32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i;
+}
+
+/* Natural logarithm (FreeBSD / musl logf polynomial, < 1 ulp), with log(0) = -inf,
+ * log(x < 0) = NaN, log(inf) = inf, NaN -> NaN; subnormals are rescaled. */
+static inline __attribute__((always_inline)) float log_f(float x) {
+    const float ln2_hi = 6.9313812256e-01f, ln2_lo = 9.0580006145e-06f;
+    const float Lg1 = 0.66666662693f, Lg2 = 0.40000972152f, Lg3 = 0.28498786688f, Lg4 = 0.24279078841f;
+    int subnormal = x < 1.17549435e-38f;
+    float xs = subnormal ? x * 33554432.0f : x; /* 2^25 */
+    /* x = (1 + f) 2^k with 1 + f in [sqrt(1/2), sqrt(2)) */
+    uint32_t ix = float_to_bits(xs);
+    ix += 0x3f800000u - 0x3f3504f3u;
+    int k = (int)(ix >> 23) - 0x7f - (subnormal ? 25 : 0);
+    ix = (ix & 0x007fffffu) + 0x3f3504f3u;
+    float f = bits_to_float(ix) - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float w = z * z;
+    float t1 = w * (Lg2 + w * Lg4);
+    float t2 = z * (Lg1 + w * Lg3);
+    float R = t2 + t1;
+    float hfsq = 0.5f * f * f;
+    float dk = (float)k;
+    float r = s * (hfsq + R) + dk * ln2_lo - hfsq + f + dk * ln2_hi;
+    r = x == 0.0f ? -INFINITY : r;
+    r = x < 0.0f ? NAN : r;
+    r = x == INFINITY ? INFINITY : r;
+    return x != x ? x : r;
+}
+
+/* exp(-v) for v >= 0 (Cephes expf polynomial, about 1 ulp); below 2^-126 it returns 2^-126
+ * (treated as zero by every caller); NaN -> NaN. */
+static inline __attribute__((always_inline)) float exp_neg_f(float v) {
+    const float log2e = 1.44269504088896341f, c1 = 0.693359375f, c2 = -2.12194440e-4f;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float x = -v;
+    x = x < -87.3f ? -87.3f : x;
+    float nf = x * log2e + magic;
+    int n = (int)(float_to_bits(nf) - float_to_bits(magic));
+    nf -= magic;
+    float r = x - nf * c1 - nf * c2;
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    float scale = bits_to_float((uint32_t)(n + 127) << 23);
+    float y = p * scale;
+    return v != v ? v : y;
+}
+
+/* The pieces of softplus(v) = log(1 + exp(v)) and sigmoid(v) that need no logarithm:
+ * e = exp(-|v|), u = 1 + e, inv = 1 / u. Then softplus(v) = max(v, 0) + log(u) + (e - (u - 1)) inv
+ * (the last term corrects the rounding of u, for small e) and sigmoid(v) = inv or e inv. NaN
+ * propagates through every piece. */
+typedef struct {
+    float e, u, inv;
+} LogisticParts;
+
+static inline __attribute__((always_inline)) LogisticParts logistic_parts(float v) {
+    LogisticParts p;
+    p.e = exp_neg_f(fabsf(v));
+    p.u = 1.0f + p.e;
+    p.inv = 1.0f / p.u;
+    return p;
+}
+
+static inline __attribute__((always_inline)) float softplus_from(float v, LogisticParts p, float log_u) {
+    return (v > 0.0f ? v : 0.0f) + log_u + (p.e - (p.u - 1.0f)) * p.inv;
+}
+
+static inline __attribute__((always_inline)) float sigmoid_from(float v, LogisticParts p) {
+    return v >= 0.0f ? p.inv : p.e * p.inv;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Gamma-function terms of counts beyond the table, in double.                                 */
+
+/* lgamma(v) for v >= 10 (Stirling's series, relative error below 1e-15). */
+static double lgamma_large(double v) {
+    double inv = 1.0 / v, inv2 = inv * inv;
+    double series = inv * (1.0 / 12 - inv2 * (1.0 / 360 - inv2 * (1.0 / 1260 - inv2 * (1.0 / 1680))));
+    return (v - 0.5) * log(v) - v + 0.91893853320467274178 + series;
+}
+
+/* digamma(v) for v >= 10 (asymptotic series). */
+static double digamma_large(double v) {
+    double inv = 1.0 / v, inv2 = inv * inv;
+    double series = inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 * (1.0 / 252 - inv2 * (1.0 / 240 - inv2 / 132))));
+    return log(v) - 0.5 * inv - series;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernels                                                                                     */
+
+/* Largest count of a row, or -1 when a value is not a non-negative integer below MAX_COUNT. */
+MULTIVERSION
+static int32_t row_integer_max(const float *x, int64_t n) {
+    int32_t high = 0, bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        int ok = v >= 0.0f && v < MAX_COUNT; /* false for NaN */
+        int32_t k = (int32_t)(ok ? v : 0.0f);
+        bad |= !ok | ((float)k != v);
+        high = k > high ? k : high;
+    }
+    return bad ? -1 : high;
+}
+
+/* Rows [row_begin, row_end) of the tables, for genes [g0, g1):
+ *   value[k, g] = sum_{j<k} log(theta_g + j) - log k!,  psi[k, g] = sum_{j<k} 1 / (theta_g + j)
+ * (increments in float as torch would compute them, sums in double). */
+MULTIVERSION
+static void build_tables(const float *theta, int64_t n_genes, int64_t g0, int64_t g1, int64_t n_table_rows,
+                         const double *log_factorial, double *acc_value, double *acc_psi, float *value, float *psi) {
+    for (int64_t g = g0; g < g1; g++) {
+        acc_value[g] = 0.0;
+        acc_psi[g] = 0.0;
+        value[g] = 0.0f;
+        psi[g] = 0.0f;
+    }
+    for (int64_t k = 1; k < n_table_rows; k++) {
+        float *value_row = value + k * n_genes, *psi_row = psi + k * n_genes;
+        double lf = log_factorial[k];
+        for (int64_t g = g0; g < g1; g++) {
+            float step = theta[g] + (float)(k - 1);
+            acc_value[g] += (double)log_f(step);
+            acc_psi[g] += (double)(1.0f / step);
+            value_row[g] = (float)(acc_value[g] - lf);
+            psi_row[g] = (float)acc_psi[g];
+        }
+    }
+}
+
+typedef struct {
+    int64_t n_genes;
+    const float *theta;         /* (n_genes,) */
+    const float *log_theta_eps; /* log(theta + eps) */
+    const float *theta_ratio;   /* theta / (theta + eps) */
+    float eps;
+    int64_t n_table_rows;
+    const float *table_value; /* (n_table_rows, n_genes) */
+    const float *table_psi;
+} Params;
+
+/* One row: log-likelihood and, when d_mu is not NULL, the local derivatives. pi == NULL: NB.
+ * Counts at or above the table size get their gamma terms in a second, scalar loop. */
+static inline __attribute__((always_inline)) int64_t row_body(const Params *P, const float *restrict x, const float *restrict mu,
+                               const float *restrict pi, float *restrict out, float *restrict d_mu,
+                               float *restrict d_theta, float *restrict d_pi, const int zinb, const int grads) {
+    const int64_t G = P->n_genes, R = P->n_table_rows;
+    const float eps = P->eps;
+    const float *restrict theta = P->theta, *restrict log_theta_eps = P->log_theta_eps;
+    const float *restrict theta_ratio = P->theta_ratio;
+    const float *restrict table_value = P->table_value, *restrict table_psi = P->table_psi;
+    const int32_t G32 = (int32_t)G, R32 = (int32_t)R; /* the caller keeps R * G below 2^31 */
+    int32_t n_overflow = 0;
+    for (int32_t g = 0; g < G32; g++) {
+        float xv = x[g], th = theta[g];
+        int32_t k = (int32_t)xv;
+        n_overflow += k >= R32;
+        /* zero (row 0 of the tables) for counts beyond them: see row_overflow */
+        int32_t at = (k < R32 ? k : 0) * G32 + g;
+        float value = table_value[at], psi = table_psi[at];
+        float me = mu[g] + eps;
+        float t = me + th;
+        float lt = log_f(t);
+        float d = log_theta_eps[g] - lt;
+        float a = th * d; /* log NB(0) */
+        int zero = xv < eps;
+        float ll, g0 = 0.0f;
+        if (zinb) {
+            /* zero counts need softplus(pi - a), the others log(mu + eps): one logarithm serves both */
+            float v = pi[g], s = v - a;
+            LogisticParts p = logistic_parts(v), ps = logistic_parts(s);
+            float shared_log = log_f(zero ? ps.u : me);
+            float sp = softplus_from(v, p, log_f(p.u));
+            float count_terms = xv * (shared_log - lt) + value;
+            g0 = zero ? sigmoid_from(s, ps) : 0.0f; /* share of a zero explained by the NB's own zero */
+            ll = a - sp + (zero ? softplus_from(s, ps, shared_log) : count_terms);
+            if (grads) d_pi[g] = g0 - sigmoid_from(v, p);
+        } else {
+            ll = a + (zero ? 0.0f : xv * (log_f(me) - lt) + value);
+        }
+        out[g] = ll;
+        if (grads) {
+            float q = (xv + th) / t, keep = 1.0f - g0;
+            d_mu[g] = xv / me - keep * q;
+            d_theta[g] = keep * (d + theta_ratio[g] - q) + psi;
+        }
+    }
+    return n_overflow;
+}
+
+/* Counts k >= R (the table size, R >= 16): from the last row r = R - 1 of the tables,
+ *   lgamma(k + theta) - lgamma(theta) - log k! = value[r] + [lgamma(k + theta) - lgamma(r + theta)] - [log k! - log r!]
+ *   digamma(k + theta) - digamma(theta)        = psi[r] + digamma(k + theta) - digamma(r + theta)
+ * where every argument is at least 15, in the range of the asymptotic series. */
+static void row_overflow(const Params *P, const double *log_factorial, const float *x, float *out, float *d_theta,
+                         const int grads) {
+    const int64_t G = P->n_genes, r = P->n_table_rows - 1;
+    for (int64_t g = 0; g < G; g++) {
+        if (x[g] <= (float)r) continue;
+        double k = x[g], th = P->theta[g];
+        double value = P->table_value[r * G + g] + lgamma_large(k + th) - lgamma_large(r + th) -
+                       (lgamma_large(k + 1.0) - log_factorial[r]);
+        out[g] += (float)value;
+        if (grads) d_theta[g] += (float)(P->table_psi[r * G + g] + digamma_large(k + th) - digamma_large(r + th));
+    }
+}
+
+MULTIVERSION
+static int64_t row_nb(const Params *P, const float *x, const float *mu, float *out) {
+    return row_body(P, x, mu, NULL, out, NULL, NULL, NULL, 0, 0);
+}
+
+MULTIVERSION
+static int64_t row_nb_grad(const Params *P, const float *x, const float *mu, float *out, float *d_mu,
+                           float *d_theta) {
+    return row_body(P, x, mu, NULL, out, d_mu, d_theta, NULL, 0, 1);
+}
+
+MULTIVERSION
+static int64_t row_zinb(const Params *P, const float *x, const float *mu, const float *pi, float *out) {
+    return row_body(P, x, mu, pi, out, NULL, NULL, NULL, 1, 0);
+}
+
+MULTIVERSION
+static int64_t row_zinb_grad(const Params *P, const float *x, const float *mu, const float *pi, float *out,
+                             float *d_mu, float *d_theta, float *d_pi) {
+    return row_body(P, x, mu, pi, out, d_mu, d_theta, d_pi, 1, 1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python entry points                                                                         */
+
+static const char integer_max_doc[] =
+    "integer_max(x_address, n_rows, n_cols) -> int\n\n"
+    "Largest value of a C-contiguous float32 (n_rows, n_cols) array when every value is a\n"
+    "non-negative integer below 2**24, else -1 (negative, fractional, NaN or infinite values).";
+
+static PyObject *py_integer_max(PyObject *self, PyObject *args) {
+    unsigned long long address;
+    Py_ssize_t n_rows, n_cols;
+    if (!PyArg_ParseTuple(args, "Knn", &address, &n_rows, &n_cols)) return NULL;
+    const float *x = (const float *)(uintptr_t)address;
+    int32_t high = 0;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for reduction(max : high) reduction(| : bad) if (n_rows * n_cols >= PARALLEL_MIN_ELEMENTS)
+    for (Py_ssize_t i = 0; i < n_rows; i++) {
+        int32_t h = row_integer_max(x + i * n_cols, n_cols);
+        bad |= h < 0;
+        high = h > high ? h : high;
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(bad ? -1L : (long)high);
+}
+
+static const char nb_family_doc[] =
+    "nb_family(x, mu, theta, pi, out, d_mu, d_theta, d_pi, n_rows, n_genes, eps, max_count, n_table_rows)\n\n"
+    "NB (pi == 0) or ZINB log-likelihood of float32 C-contiguous (n_rows, n_genes) arrays given\n"
+    "by address; theta has one value per gene. Writes the element-wise log-likelihood into out and,\n"
+    "when d_mu != 0, its derivatives in mu, theta (per element) and pi (ZINB) into d_mu, d_theta,\n"
+    "d_pi. max_count is integer_max(x) (>= 0); tables cover counts below n_table_rows.";
+
+static PyObject *py_nb_family(PyObject *self, PyObject *args) {
+    unsigned long long ax, amu, atheta, api, aout, ad_mu, ad_theta, ad_pi;
+    Py_ssize_t n_rows, n_genes, max_count, n_table_rows;
+    double eps_d;
+    if (!PyArg_ParseTuple(args, "KKKKKKKKnndnn", &ax, &amu, &atheta, &api, &aout, &ad_mu, &ad_theta, &ad_pi, &n_rows,
+                          &n_genes, &eps_d, &max_count, &n_table_rows))
+        return NULL;
+    if (n_rows < 0 || n_genes <= 0 || max_count < 0 || n_table_rows < 1) {
+        PyErr_SetString(PyExc_ValueError, "nb_family: invalid sizes");
+        return NULL;
+    }
+    /* row_overflow needs at least 16 rows when some count lies beyond the table */
+    if (n_table_rows < 16) n_table_rows = 16;
+    if (n_table_rows > max_count + 1) n_table_rows = max_count + 1;
+    const float *x = (const float *)(uintptr_t)ax, *mu = (const float *)(uintptr_t)amu;
+    const float *theta = (const float *)(uintptr_t)atheta, *pi = (const float *)(uintptr_t)api;
+    float *out = (float *)(uintptr_t)aout, *d_mu = (float *)(uintptr_t)ad_mu;
+    float *d_theta = (float *)(uintptr_t)ad_theta, *d_pi = (float *)(uintptr_t)ad_pi;
+    const int grads = d_mu != NULL;
+    const float eps = (float)eps_d;
+
+    size_t G = (size_t)n_genes, R = (size_t)n_table_rows;
+    float *gene_terms = malloc(2 * G * sizeof(float));
+    double *accumulators = malloc(2 * G * sizeof(double));
+    double *log_factorial = malloc(R * sizeof(double));
+    float *tables = malloc(2 * R * G * sizeof(float));
+    if (!gene_terms || !accumulators || !log_factorial || !tables) {
+        free(gene_terms);
+        free(accumulators);
+        free(log_factorial);
+        free(tables);
+        return PyErr_NoMemory();
+    }
+    Params P = {n_genes, theta, gene_terms, gene_terms + G, eps, n_table_rows, tables, tables + R * G};
+    int parallel = n_rows * n_genes >= PARALLEL_MIN_ELEMENTS;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t g = 0; g < G; g++) {
+        float theta_eps = theta[g] + eps;
+        gene_terms[g] = logf(theta_eps);
+        gene_terms[G + g] = theta[g] / theta_eps;
+    }
+    log_factorial[0] = 0.0;
+    for (size_t k = 1; k < R; k++) log_factorial[k] = log_factorial[k - 1] + log((double)k);
+#pragma omp parallel if (parallel)
+    {
+#ifdef _OPENMP
+        int64_t n_threads = omp_get_num_threads(), thread = omp_get_thread_num();
+#else
+        int64_t n_threads = 1, thread = 0;
+#endif
+        int64_t chunk = ((int64_t)G + n_threads - 1) / n_threads;
+        int64_t g0 = thread * chunk, g1 = g0 + chunk < (int64_t)G ? g0 + chunk : (int64_t)G;
+        if (g0 < g1)
+            build_tables(theta, n_genes, g0, g1, n_table_rows, log_factorial, accumulators, accumulators + G, tables,
+                         tables + R * G);
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (Py_ssize_t i = 0; i < n_rows; i++) {
+            size_t o = (size_t)i * G;
+            int64_t n_overflow;
+            if (pi == NULL)
+                n_overflow = grads ? row_nb_grad(&P, x + o, mu + o, out + o, d_mu + o, d_theta + o)
+                                   : row_nb(&P, x + o, mu + o, out + o);
+            else
+                n_overflow = grads ? row_zinb_grad(&P, x + o, mu + o, pi + o, out + o, d_mu + o, d_theta + o, d_pi + o)
+                                   : row_zinb(&P, x + o, mu + o, pi + o, out + o);
+            if (n_overflow) row_overflow(&P, log_factorial, x + o, out + o, grads ? d_theta + o : NULL, grads);
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    free(gene_terms);
+    free(accumulators);
+    free(log_factorial);
+    free(tables);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"integer_max", py_integer_max, METH_VARARGS, integer_max_doc},
+    {"nb_family", py_nb_family, METH_VARARGS, nb_family_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_nb_kernels", "Fused CPU kernels for the NB / ZINB log-likelihoods.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__nb_kernels(void) { return PyModule_Create(&module); }
