@@ -41,12 +41,12 @@ extras_require = {
     "autotune": ["hyperopt>=0.2.7", "pymongo>=4.6", "SecantusDB>=0.7.0b3"],
     "notebooks": ["scanpy>=1.10", "umap-learn>=0.5", "seaborn>=0.12"],
 }
-# Fused NB / ZINB likelihood kernels (C, OpenMP): optional. Without a C compiler the package
-# installs all the same and computes the likelihoods with torch operations (slower training).
-NB_KERNEL_FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"]
+# Fused CPU kernels (C, OpenMP: the NB / ZINB likelihoods, dropout masks): optional. Without a
+# C compiler the package installs all the same and uses torch operations (slower training).
+KERNEL_FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"]
 # Tried in order: GCC with gathers enabled (the table lookups vectorise) and OpenMP, then
 # without the GCC-specific tuning, then without OpenMP (one thread).
-NB_KERNEL_VARIANTS = [
+KERNEL_VARIANTS = [
     (["-fopenmp", "-mtune-ctrl=use_gather"], ["-fopenmp"]),
     (["-fopenmp"], ["-fopenmp"]),
     ([], []),
@@ -57,19 +57,19 @@ class BuildExtensions(build_ext):
     """``build_ext`` that retries the optional kernels with fewer compiler flags before giving up."""
 
     def build_extension(self, ext):
-        if ext.name != "scvi.models._nb_kernels":
+        if ext.name != "scvi._kernels":
             return super().build_extension(ext)
-        for compile_args, link_args in NB_KERNEL_VARIANTS:
-            ext.extra_compile_args = NB_KERNEL_FLAGS + compile_args
+        for compile_args, link_args in KERNEL_VARIANTS:
+            ext.extra_compile_args = KERNEL_FLAGS + compile_args
             ext.extra_link_args = link_args
             try:
                 return super().build_extension(ext)
             except (CCompilerError, ExecError, PlatformError, OSError) as error:
                 self.warn(f"building {ext.name} with {compile_args} failed ({error}); retrying")
-        self.warn(f"{ext.name} not built: the likelihoods will use torch operations")
+        self.warn(f"{ext.name} not built: training will use torch operations instead")
 
 
-nb_kernels = Extension("scvi.models._nb_kernels", sources=["scvi/models/_nb_kernels.c"], optional=True)
+kernels = Extension("scvi._kernels", sources=["scvi/_kernels.c"], optional=True)
 extras_require["all"] = sorted({req for reqs in extras_require.values() for req in reqs})
 
 setup(
@@ -81,7 +81,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["scvi", "scvi.*"]),
-    ext_modules=[nb_kernels],
+    ext_modules=[kernels],
     cmdclass={"build_ext": BuildExtensions},
     install_requires=install_requires,
     extras_require=extras_require,

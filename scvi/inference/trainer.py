@@ -1,6 +1,7 @@
 """The training loop shared by every trainer (``Trainer``), with early stopping and the NaN guard."""
 import copy
 import logging
+import math
 import numbers
 import time
 from collections import OrderedDict, defaultdict
@@ -14,6 +15,7 @@ from scvi._allocator import tune_cpu_allocator
 from scvi._utils import resolve_device, track
 
 from ._early_stopping import EarlyStopping
+from ._optim import Adam
 from ._posterior._sampling import SequentialSubsetSampler as _OrderedSubsetSampler
 from ._splits import split_indices
 from ._training_state import TrainingState, add_state_properties
@@ -196,7 +198,7 @@ class Trainer:
         """Adam with weight decay; the fused kernel on the CPU and GPU when available."""
         params = list(params)
         try:
-            return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=self.weight_decay, fused=True)
+            return Adam(params, lr=lr, eps=eps, weight_decay=self.weight_decay, fused=True)
         except (RuntimeError, TypeError, ValueError):  # e.g. a device without a fused kernel
             return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=self.weight_decay)
 
@@ -265,7 +267,7 @@ class Trainer:
         """One optimisation step on the minibatches ``tensors_list``."""
         loss = self.loss(*tensors_list)
         self.current_loss = loss.detach()
-        if not torch.isfinite(self.current_loss):
+        if not math.isfinite(float(self.current_loss)):
             # A step on a NaN/inf loss would write NaN weights; skip it. check_training_status
             # counts it and stops training after `max_nans` in a row.
             return
@@ -335,7 +337,7 @@ class Trainer:
         ValueError
             After ``max_nans`` consecutive NaN training losses.
         """
-        loss_is_nan = not bool(torch.isfinite(self.current_loss))
+        loss_is_nan = not math.isfinite(float(self.current_loss))
         if loss_is_nan:
             logger.warning("Model training loss was NaN (or infinite): the optimisation step was skipped")
             self.nan_counter += 1

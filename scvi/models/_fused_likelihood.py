@@ -1,29 +1,20 @@
-"""The NB / ZINB log-likelihood from the fused C kernel (``_nb_kernels``), when it applies.
+"""The NB / ZINB log-likelihood from the fused C kernel (:mod:`scvi._compiled`), when it applies.
 
 The kernel computes the element-wise log-likelihood and its local derivatives in ``mu``,
-``theta`` and ``pi`` in one pass over the minibatch (see ``_nb_kernels.c``); the backward pass
-only multiplies them by the incoming gradient. It is an optional compiled extension: when it
-was not built (no C compiler at install time) or does not apply (float64, a per-cell
+``theta`` and ``pi`` in one pass over the minibatch (see ``scvi/_kernels.c``); the backward
+pass only multiplies them by the incoming gradient. It is an optional compiled extension: when
+it was not built (no C compiler at install time) or does not apply (float64, a per-cell
 ``theta``, non-integer counts, ...), :mod:`scvi.models.log_likelihood` computes the same values
-with torch operations. Set ``SCVI_FUSED_LIKELIHOOD=0`` to always use torch operations.
+with torch operations.
 """
-import logging
-import os
 from typing import Optional
 
 import torch
 
-logger = logging.getLogger(__name__)
+from scvi._compiled import kernels as _kernels
 
-try:
-    from scvi.models import _nb_kernels
-except ImportError as error:  # not built: torch operations instead
-    _nb_kernels = None
-    logger.debug("fused likelihood kernels unavailable (%s); using torch operations", error)
-
-ENV_VAR = "SCVI_FUSED_LIKELIHOOD"
 #: Whether the kernel is used where it applies (tests switch it off to compare both paths).
-ENABLED = _nb_kernels is not None and os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+ENABLED = _kernels is not None
 
 # Counts below this many rows get their gamma-function terms from per-gene tables (at least
 # _MIN_TABLE_ROWS, else a quarter of the number of cells: the tables cost O(rows * genes) to
@@ -56,7 +47,7 @@ def fused_nb_family(
         return None
     counts = x.reshape(-1, n_genes).contiguous()
     n_rows = counts.shape[0]
-    max_count = _nb_kernels.integer_max(counts.data_ptr(), n_rows, n_genes)
+    max_count = _kernels.integer_max(counts.data_ptr(), n_rows, n_genes)
     if max_count < 0:
         return None
     table_rows = min(max_count + 1, max(_MIN_TABLE_ROWS, n_rows // 4))
@@ -66,7 +57,8 @@ def fused_nb_family(
 
 
 class _FusedNBFamilyLogLik(torch.autograd.Function):
-    """Autograd wrapper of the kernel: forward stores the local derivatives, backward scales them."""
+    """Autograd wrapper of the kernel: forward stores the local derivatives, backward scales them
+    by the incoming gradient (and sums the ``theta`` terms over cells) in one more kernel call."""
 
     @staticmethod
     def forward(ctx, counts, mu, theta, pi, eps, max_count, table_rows):
@@ -80,7 +72,7 @@ class _FusedNBFamilyLogLik(torch.autograd.Function):
         d_mu = torch.empty_like(counts) if wants_grads else None
         d_theta = torch.empty_like(counts) if wants_grads else None
         d_pi = torch.empty_like(counts) if wants_grads and pi is not None else None
-        _nb_kernels.nb_family(
+        _kernels.nb_family(
             counts.data_ptr(),
             mu.data_ptr(),
             theta_flat.data_ptr(),
@@ -102,8 +94,33 @@ class _FusedNBFamilyLogLik(torch.autograd.Function):
     def backward(ctx, grad):
         d_mu, d_theta, d_pi = ctx.saved_tensors
         mu_shape, theta_shape, pi_shape = ctx.shapes
-        grad = grad.reshape(d_mu.shape)
-        grad_mu = torch.mul(grad, d_mu).view(mu_shape) if ctx.needs_input_grad[1] else None
-        grad_theta = torch.mul(grad, d_theta).sum(0).view(theta_shape) if ctx.needs_input_grad[2] else None
-        grad_pi = torch.mul(grad, d_pi).view(pi_shape) if ctx.needs_input_grad[3] else None
-        return None, grad_mu, grad_theta, grad_pi, None, None, None
+        needs_mu, needs_theta, needs_pi = ctx.needs_input_grad[1:4]
+        n_rows, n_genes = d_mu.shape
+        grad = grad.reshape(n_rows, n_genes)
+        if grad.dtype != torch.float32 or grad.stride(-1) not in (0, 1):
+            grad = grad.to(torch.float32).contiguous()
+        grad_mu = torch.empty_like(d_mu) if needs_mu else None
+        grad_pi = torch.empty_like(d_pi) if needs_pi and d_pi is not None else None
+        grad_theta = torch.empty(n_genes, dtype=torch.float32) if needs_theta else None
+        _kernels.nb_family_backward(
+            grad.data_ptr(),
+            grad.stride(0),
+            grad.stride(1),
+            d_mu.data_ptr(),
+            d_theta.data_ptr(),
+            _address(d_pi),
+            _address(grad_mu),
+            _address(grad_theta),
+            _address(grad_pi),
+            n_rows,
+            n_genes,
+        )
+        return (
+            None,
+            None if grad_mu is None else grad_mu.view(mu_shape),
+            None if grad_theta is None else grad_theta.view(theta_shape),
+            None if grad_pi is None else grad_pi.view(pi_shape),
+            None,
+            None,
+            None,
+        )

@@ -11,6 +11,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from scvi._compiled import kernels
+
 from ._base import LATENT_DISTRIBUTIONS, check_option
 from ._base import reparameterize_gaussian as _reparameterize
 from .utils import one_hot
@@ -41,10 +43,12 @@ class Dropout(nn.Dropout):
 
     ``torch.nn.Dropout`` draws one Bernoulli variable per element from the Mersenne twister,
     which costs more than the layer it follows (for totalVI's 256-wide layers, about a seventh
-    of a training step). Here each 64-bit draw of torch's generator gives four 16-bit uniforms,
-    so seeded runs stay reproducible; the drop probability is ``p`` rounded to a multiple of
-    ``2**-16`` and the kept values are rescaled by the exact keep probability, as in
-    ``nn.Dropout``. Other devices use ``nn.Dropout``.
+    of a training step). Here each element gets a 16-bit uniform: from the compiled kernels
+    (:mod:`scvi._compiled`: counter-based, seeded by one draw of torch's generator) for float32,
+    else four per 64-bit draw of torch's generator; seeded runs stay reproducible either way.
+    The drop probability is ``p`` rounded to a multiple of ``2**-16`` and the kept values are
+    rescaled by the exact keep probability, as in ``nn.Dropout``. Other devices use
+    ``nn.Dropout``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,23 +57,50 @@ class Dropout(nn.Dropout):
         if self.p == 1:
             return x * 0.0
         n_dropped = min(max(int(round(self.p * 65536)), 1), 65535)
-        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-        uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)
-        kept, scale = uniform16 >= n_dropped - 32768, 65536 / (65536 - n_dropped)
-        if x.dtype == torch.get_default_dtype():
-            # one pass instead of a cast and a product; `where` on Python scalars gives the default
-            # dtype, so other dtypes cast (a float32 `scale` would round a float64 mask)
-            mask = torch.where(kept, scale, 0.0)
+        scale = 65536 / (65536 - n_dropped)
+        if kernels is not None and x.dtype == torch.float32:
+            seed = int(torch.empty((), dtype=torch.int64).random_())
+            mask = torch.empty(x.shape, dtype=x.dtype)
+            kernels.dropout_mask(seed, mask.data_ptr(), mask.numel(), n_dropped, scale)
         else:
-            mask = kept.to(x.dtype).mul_(scale)
+            mask = self._torch_mask(x, n_dropped, scale)
         if self.inplace:
             return x.mul_(mask)
         return x * mask
+
+    @staticmethod
+    def _torch_mask(x: torch.Tensor, n_dropped: int, scale: float) -> torch.Tensor:
+        """The mask from four 16-bit uniforms per 64-bit word of torch's generator."""
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        uniform16 = words.view(torch.int16)[: x.numel()].view(x.shape)
+        kept = uniform16 >= n_dropped - 32768
+        if x.dtype == torch.get_default_dtype():
+            # one pass instead of a cast and a product; `where` on Python scalars gives the default
+            # dtype, so other dtypes cast (a float32 `scale` would round a float64 mask)
+            return torch.where(kept, scale, 0.0)
+        return kept.to(x.dtype).mul_(scale)
 
 
 def identity(x):
     """Return ``x`` unchanged (the latent transformation of the ``'normal'`` distribution)."""
     return x
+
+
+# A model's encoders and decoders one-hot encode the same covariate (the minibatch's batch
+# indices) at every layer: the last encoding is reused while the index tensor is the same object,
+# unmodified (its version counter), in the same inference mode. The encoding is never modified
+# (it is only concatenated), and the cache holds a reference to the index, so ``is`` stays valid.
+_last_encoding: list = [None, -1, 0, False, None]
+
+
+def _one_hot_of_minibatch(index: torch.Tensor, n_cat: int) -> torch.Tensor:
+    last_index, version, last_n_cat, inference_mode, encoding = _last_encoding
+    current_mode = torch.is_inference_mode_enabled()
+    if index is last_index and index._version == version and n_cat == last_n_cat and inference_mode == current_mode:
+        return encoding
+    encoding = one_hot(index, n_cat)
+    _last_encoding[:] = [index, index._version, n_cat, current_mode, encoding]
+    return encoding
 
 
 class FCLayers(nn.Module):
@@ -149,7 +180,7 @@ class FCLayers(nn.Module):
             if cat is None:
                 raise ValueError("a categorical covariate is None while its number of categories is > 1")
             # Already one-hot encoded (e.g. enumerated labels of the semi-supervised models).
-            encoded.append(cat if cat.dim() == 2 and cat.size(1) == n_cat else one_hot(cat, n_cat))
+            encoded.append(cat if cat.dim() == 2 and cat.size(1) == n_cat else _one_hot_of_minibatch(cat, n_cat))
         return encoded
 
     def forward(self, x: torch.Tensor, *cat_list: torch.Tensor, instance_id: int = 0) -> torch.Tensor:

@@ -134,8 +134,9 @@ def test_vaec_trains_semi_supervised(planted):
         VAEC(planted.nb_genes, n_batch=0, n_labels=N_TYPES), planted, n_labelled_samples_per_class=5,
         show_progbar=False,
     )
-    trainer.train(n_epochs=6, lr=1e-2)
-    assert trainer.unlabelled_set.accuracy() > 0.6
+    # 25 epochs: above 0.95 for every seed tried (6 epochs ranged from 0.34 to 1.0 across seeds)
+    trainer.train(n_epochs=25, lr=1e-2)
+    assert trainer.unlabelled_set.accuracy() > 0.9
 
 
 def test_y_prior_pulls_the_unsupervised_classifier(planted):

@@ -11,7 +11,7 @@ from scvi.models import _fused_likelihood as fused
 from scvi.models.log_likelihood import _nb_family_autograd, log_nb_positive, log_zinb_positive
 
 requires_kernel = pytest.mark.skipif(
-    fused._nb_kernels is None, reason="the C extension scvi.models._nb_kernels was not built (no C compiler)"
+    fused._kernels is None, reason="the C extension scvi._kernels was not built (no C compiler)"
 )
 
 
@@ -200,6 +200,31 @@ def test_results_do_not_depend_on_the_number_of_threads():
 
 def test_environment_variable_switches_the_kernel_off():
     code = "from scvi.models import _fused_likelihood as f; print(f.ENABLED)"
-    env = dict(os.environ, SCVI_FUSED_LIKELIHOOD="0")
+    env = dict(os.environ, SCVI_COMPILED_KERNELS="0")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@requires_kernel
+@pytest.mark.parametrize("wanted", [("mu",), ("theta",), ("pi",), ("mu", "pi"), ("theta", "pi")])
+@pytest.mark.parametrize("weights", ["broadcast", "dense", "transposed"])
+def test_backward_for_some_inputs_and_any_gradient_layout(wanted, weights, monkeypatch):
+    """Only the requested gradients, whatever the layout of the incoming gradient: as the torch path."""
+    x, mu, theta, pi = _inputs(n=40, g=23, big_counts=True)
+    inputs = {"mu": mu.detach(), "theta": theta.detach(), "pi": pi.detach()}
+    for name in wanted:
+        inputs[name].requires_grad_()
+    if weights == "broadcast":
+        grad = torch.randn(40, 1).expand(40, 23)
+    elif weights == "dense":
+        grad = torch.randn(40, 23)
+    else:
+        grad = torch.randn(23, 40).t()
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", enabled)
+        out = log_zinb_positive(x, inputs["mu"], inputs["theta"], inputs["pi"])
+        results.append(torch.autograd.grad(out, [inputs[name] for name in wanted], grad))
+    for name, g_kernel, g_torch in zip(wanted, *results):
+        assert g_kernel.shape == inputs[name].shape
+        torch.testing.assert_close(g_kernel, g_torch, rtol=1e-4, atol=1e-4 * g_torch.abs().max(), msg=name)

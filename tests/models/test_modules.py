@@ -143,21 +143,51 @@ def test_one_hot_and_label_helpers():
     assert iterate([1, (2, None)], lambda v: v * 10) == [10, (20, None)]
 
 
-def test_fast_dropout_drops_the_right_fraction_and_is_seeded():
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_dropout_drops_the_right_fraction_and_is_seeded(compiled, dtype, monkeypatch):
+    from scvi.models import modules
     from scvi.models.modules import Dropout
 
+    if compiled and modules.kernels is None:
+        pytest.skip("the C extension scvi._kernels was not built (no C compiler)")
+    if not compiled:
+        monkeypatch.setattr(modules, "kernels", None)
     layer = Dropout(p=0.3)
-    x = torch.ones(400, 500, requires_grad=True)
+    x = torch.ones(401, 499, dtype=dtype, requires_grad=True)  # not a multiple of 4 elements
     torch.manual_seed(0)
     out = layer(x)
+    assert out.dtype == dtype
     kept = out != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    assert abs(kept.double().mean().item() - 0.7) < 0.01
+    # every position of a 64-bit word (4 uniforms) and the last elements are dropped alike
+    for lane in range(4):
+        assert abs(kept.view(-1)[lane::4].double().mean().item() - 0.7) < 0.015
+    assert 0.5 < kept.view(-1)[-400:].double().mean().item() < 0.9
     torch.testing.assert_close(out[kept], torch.full_like(out[kept], 65536 / (65536 - round(0.3 * 65536))))
     assert abs(out.mean().item() - 1.0) < 0.02  # unbiased, as nn.Dropout
     out.sum().backward()
     torch.testing.assert_close(x.grad, out.detach())  # gradient flows through the kept entries only
     torch.manual_seed(0)
     torch.testing.assert_close(layer(x), out)  # reproducible under torch.manual_seed
+    assert not torch.equal(layer(x), out)  # and a new mask at the next call
     layer.eval()
     assert layer(x) is x or torch.equal(layer(x), x)
     assert isinstance(layer, torch.nn.Dropout)
+
+
+def test_minibatch_one_hot_is_reused_only_for_the_same_unmodified_indices():
+    from scvi.models.modules import _one_hot_of_minibatch
+
+    index = torch.tensor([[0], [2], [1]])
+    first = _one_hot_of_minibatch(index, 3)
+    assert _one_hot_of_minibatch(index, 3) is first  # the next layer reuses it
+    torch.testing.assert_close(first, torch.eye(3)[[0, 2, 1]])
+    assert _one_hot_of_minibatch(index, 4).shape == (3, 4)  # another number of categories
+    index[0, 0] = 1  # modified in place: encoded again
+    torch.testing.assert_close(_one_hot_of_minibatch(index, 3), torch.eye(3)[[1, 2, 1]])
+    other = torch.tensor([[0], [2], [1]])  # equal values, another tensor
+    assert _one_hot_of_minibatch(other, 3) is not _one_hot_of_minibatch(index, 3)
+    with torch.inference_mode():
+        inside = _one_hot_of_minibatch(index, 3)
+    assert _one_hot_of_minibatch(index, 3) is not inside

@@ -1,6 +1,8 @@
 /*
- * Fused CPU kernels for the negative binomial (NB) and zero-inflated NB log-likelihoods.
+ * Fused CPU kernels of the training hot path (the C extension scvi._kernels, optional):
+ * the negative binomial (NB) and zero-inflated NB log-likelihoods, and dropout masks.
  *
+ * NB / ZINB.
  * Written eagerly with torch, a training step spends about a quarter of its time in the two
  * dozen element-wise operations of the (cells, genes) likelihood and its gradient (and in
  * torch's generic log/exp, slow on some CPUs). Here one pass over each row computes the value
@@ -14,6 +16,9 @@
  * Scope (the Python wrapper checks it and otherwise uses the torch implementation):
  * float32, C-contiguous (n_rows, n_genes) counts / means / logits, one inverse dispersion per
  * gene, counts that are non-negative integers (integer_max() checks them).
+ *
+ * Dropout masks: a counter-based generator (splitmix64) seeded by one draw of torch's
+ * generator replaces a Bernoulli draw per element and three tensor operations.
  *
  * The functions take raw addresses (tensor.data_ptr()) and release the GIL. Rows are shared
  * out with OpenMP: linked against libgomp, the module uses the runtime torch already loaded
@@ -404,14 +409,152 @@ static PyObject *py_nb_family(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Backward pass: the incoming gradient times the local derivatives. The gradient may be
+ * broadcast along genes (column stride 0: the usual sum over genes) or contiguous. */
+MULTIVERSION
+static void scale_row(const float *restrict grad, int64_t grad_col_stride, const float *restrict d_mu,
+                      const float *restrict d_pi, float *restrict grad_mu, float *restrict grad_pi, int64_t n_genes) {
+    if (grad_col_stride == 0) {
+        const float c = grad[0];
+        for (int64_t g = 0; g < n_genes; g++) grad_mu[g] = c * d_mu[g];
+        if (d_pi)
+            for (int64_t g = 0; g < n_genes; g++) grad_pi[g] = c * d_pi[g];
+    } else {
+        for (int64_t g = 0; g < n_genes; g++) grad_mu[g] = grad[g] * d_mu[g];
+        if (d_pi)
+            for (int64_t g = 0; g < n_genes; g++) grad_pi[g] = grad[g] * d_pi[g];
+    }
+}
+
+/* grad_theta[g] += sum over rows of grad[i, g] d_theta[i, g], for genes [g0, g1), in double. */
+MULTIVERSION
+static void theta_sums(const float *grad, int64_t grad_row_stride, int64_t grad_col_stride, const float *d_theta,
+                       int64_t n_rows, int64_t n_genes, int64_t g0, int64_t g1, double *acc) {
+    for (int64_t g = g0; g < g1; g++) acc[g] = 0.0;
+    for (int64_t i = 0; i < n_rows; i++) {
+        const float *grad_row = grad + i * grad_row_stride, *d_row = d_theta + i * n_genes;
+        if (grad_col_stride == 0) {
+            const double c = grad_row[0];
+            for (int64_t g = g0; g < g1; g++) acc[g] += c * d_row[g];
+        } else {
+            for (int64_t g = g0; g < g1; g++) acc[g] += (double)(grad_row[g] * d_row[g]);
+        }
+    }
+}
+
+static const char nb_family_backward_doc[] =
+    "nb_family_backward(grad, grad_row_stride, grad_col_stride, d_mu, d_theta, d_pi, grad_mu, grad_theta, grad_pi,\n"
+    "                   n_rows, n_genes)\n\n"
+    "grad_mu = grad * d_mu and grad_pi = grad * d_pi ((n_rows, n_genes) float32, d_pi == 0 for the\n"
+    "NB), grad_theta[g] = sum_i grad[i, g] d_theta[i, g] (n_genes float32); grad is float32 with\n"
+    "the given strides (in elements, the column stride 0 or 1). grad_mu / grad_theta == 0 skip them.";
+
+static PyObject *py_nb_family_backward(PyObject *self, PyObject *args) {
+    unsigned long long agrad, ad_mu, ad_theta, ad_pi, agrad_mu, agrad_theta, agrad_pi;
+    Py_ssize_t row_stride, col_stride, n_rows, n_genes;
+    if (!PyArg_ParseTuple(args, "KnnKKKKKKnn", &agrad, &row_stride, &col_stride, &ad_mu, &ad_theta, &ad_pi, &agrad_mu,
+                          &agrad_theta, &agrad_pi, &n_rows, &n_genes))
+        return NULL;
+    if (n_rows < 0 || n_genes <= 0 || (col_stride != 0 && col_stride != 1)) {
+        PyErr_SetString(PyExc_ValueError, "nb_family_backward: invalid sizes or strides");
+        return NULL;
+    }
+    const float *grad = (const float *)(uintptr_t)agrad, *d_mu = (const float *)(uintptr_t)ad_mu;
+    const float *d_theta = (const float *)(uintptr_t)ad_theta, *d_pi = (const float *)(uintptr_t)ad_pi;
+    float *grad_mu = (float *)(uintptr_t)agrad_mu, *grad_theta = (float *)(uintptr_t)agrad_theta;
+    float *grad_pi = (float *)(uintptr_t)agrad_pi;
+    double *acc = grad_theta ? malloc((size_t)n_genes * sizeof(double)) : NULL;
+    if (grad_theta && !acc) return PyErr_NoMemory();
+    int parallel = n_rows * n_genes >= PARALLEL_MIN_ELEMENTS;
+
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel if (parallel)
+    {
+        if (grad_mu || grad_pi) {
+#pragma omp for schedule(static)
+            for (Py_ssize_t i = 0; i < n_rows; i++) {
+                size_t o = (size_t)i * (size_t)n_genes;
+                /* without d/dmu, d/dpi goes through scale_row's first pair of arrays */
+                if (grad_mu)
+                    scale_row(grad + i * row_stride, col_stride, d_mu + o, grad_pi ? d_pi + o : NULL, grad_mu + o,
+                              grad_pi ? grad_pi + o : NULL, n_genes);
+                else
+                    scale_row(grad + i * row_stride, col_stride, d_pi + o, NULL, grad_pi + o, NULL, n_genes);
+            }
+        }
+        if (grad_theta) {
+#ifdef _OPENMP
+            int64_t n_threads = omp_get_num_threads(), thread = omp_get_thread_num();
+#else
+            int64_t n_threads = 1, thread = 0;
+#endif
+            int64_t chunk = (n_genes + n_threads - 1) / n_threads;
+            int64_t g0 = thread * chunk, g1 = g0 + chunk < n_genes ? g0 + chunk : n_genes;
+            if (g0 < g1) theta_sums(grad, row_stride, col_stride, d_theta, n_rows, n_genes, g0, g1, acc);
+        }
+    }
+    if (grad_theta)
+        for (Py_ssize_t g = 0; g < n_genes; g++) grad_theta[g] = (float)acc[g];
+    Py_END_ALLOW_THREADS
+
+    free(acc);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dropout masks                                                                               */
+
+static inline uint64_t splitmix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* mask[i] = scale where the i-th 16-bit uniform is at least n_dropped, else 0: each 64-bit word
+ * splitmix64(seed + j) gives the uniforms of elements 4j .. 4j + 3. */
+MULTIVERSION
+static void fill_dropout_mask(uint64_t seed, float *mask, int64_t n, int32_t n_dropped, float scale) {
+    int64_t n_words = n / 4;
+    for (int64_t j = 0; j < n_words; j++) {
+        uint64_t w = splitmix64(seed + (uint64_t)j);
+        for (int l = 0; l < 4; l++) mask[4 * j + l] = (int32_t)((w >> (16 * l)) & 0xffff) >= n_dropped ? scale : 0.0f;
+    }
+    uint64_t w = splitmix64(seed + (uint64_t)n_words);
+    for (int64_t i = 4 * n_words; i < n; i++, w >>= 16) mask[i] = (int32_t)(w & 0xffff) >= n_dropped ? scale : 0.0f;
+}
+
+static const char dropout_mask_doc[] =
+    "dropout_mask(seed, mask_address, n, n_dropped, scale)\n\n"
+    "Fill the float32 array of n elements at mask_address with scale or 0: an element is dropped\n"
+    "when its 16-bit uniform (from splitmix64 counters seeded by seed) is below n_dropped.";
+
+static PyObject *py_dropout_mask(PyObject *self, PyObject *args) {
+    unsigned long long seed, address;
+    Py_ssize_t n;
+    int n_dropped;
+    double scale;
+    if (!PyArg_ParseTuple(args, "KKnid", &seed, &address, &n, &n_dropped, &scale)) return NULL;
+    if (n < 0 || n_dropped < 0 || n_dropped > 65536) {
+        PyErr_SetString(PyExc_ValueError, "dropout_mask: invalid arguments");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fill_dropout_mask(seed, (float *)(uintptr_t)address, n, n_dropped, (float)scale);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"integer_max", py_integer_max, METH_VARARGS, integer_max_doc},
     {"nb_family", py_nb_family, METH_VARARGS, nb_family_doc},
+    {"nb_family_backward", py_nb_family_backward, METH_VARARGS, nb_family_backward_doc},
+    {"dropout_mask", py_dropout_mask, METH_VARARGS, dropout_mask_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_nb_kernels", "Fused CPU kernels for the NB / ZINB log-likelihoods.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_kernels", "Fused CPU kernels: NB / ZINB log-likelihoods, dropout masks.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__nb_kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,21 @@
+"""The optional compiled CPU kernels (the C extension ``scvi._kernels``, see ``_kernels.c``).
+
+``kernels`` is the extension module, or ``None`` when it was not built (no C compiler at
+install time) or when ``SCVI_COMPILED_KERNELS=0``: every caller then uses torch operations,
+with the same results up to float rounding.
+"""
+import logging
+import os
+
+import torch  # noqa: F401  (loaded first: the extension then shares torch's OpenMP runtime)
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "SCVI_COMPILED_KERNELS"
+
+kernels = None
+if os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no"):
+    try:
+        from scvi import _kernels as kernels
+    except ImportError as error:
+        logger.debug("compiled kernels unavailable (%s); using torch operations", error)
