@@ -11,7 +11,7 @@ from scvi.models import _fused_likelihood as fused
 from scvi.models.log_likelihood import _nb_family_autograd, log_nb_positive, log_zinb_positive
 
 requires_kernel = pytest.mark.skipif(
-    fused._kernels is None, reason="the C extension scvi._kernels was not built (no C compiler)"
+    fused._kernels is None, reason="compiled kernels unavailable: scvi._kernels not built (no C compiler) or SCVI_COMPILED_KERNELS=0"
 )
 
 

@@ -150,7 +150,7 @@ def test_fast_dropout_drops_the_right_fraction_and_is_seeded(compiled, dtype, mo
     from scvi.models.modules import Dropout
 
     if compiled and modules.kernels is None:
-        pytest.skip("the C extension scvi._kernels was not built (no C compiler)")
+        pytest.skip("compiled kernels unavailable: scvi._kernels not built (no C compiler) or SCVI_COMPILED_KERNELS=0")
     if not compiled:
         monkeypatch.setattr(modules, "kernels", None)
     layer = Dropout(p=0.3)
