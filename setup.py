@@ -41,6 +41,8 @@ extras_require = {
     "autotune": ["hyperopt>=0.2.7", "pymongo>=4.6", "SecantusDB>=0.7.0b3"],
     "notebooks": ["scanpy>=1.10", "umap-learn>=0.5", "seaborn>=0.12"],
 }
+extras_require["all"] = sorted({req for reqs in extras_require.values() for req in reqs})
+
 # Fused CPU kernels (C, OpenMP: the NB / ZINB likelihoods, dropout masks): optional. Without a
 # C compiler the package installs all the same and uses torch operations (slower training).
 KERNEL_FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"]
@@ -65,12 +67,12 @@ class BuildExtensions(build_ext):
             try:
                 return super().build_extension(ext)
             except (CCompilerError, ExecError, PlatformError, OSError) as error:
-                self.warn(f"building {ext.name} with {compile_args} failed ({error}); retrying")
+                self.warn(f"building {ext.name} with {compile_args} failed ({error})")
         self.warn(f"{ext.name} not built: training will use torch operations instead")
 
 
 kernels = Extension("scvi._kernels", sources=["scvi/_kernels.c"], optional=True)
-extras_require["all"] = sorted({req for reqs in extras_require.values() for req in reqs})
+
 
 setup(
     name="scvi",

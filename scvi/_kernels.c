@@ -11,7 +11,8 @@
  * out below. The gamma-function terms of the counts come from per-gene tables
  *   lgamma(k + theta) - lgamma(theta) - lgamma(k + 1) = sum_{j<k} log(theta + j) - log k!
  *   digamma(k + theta) - digamma(theta)            = sum_{j<k} 1 / (theta + j)
- * built for the counts of the minibatch (larger counts are computed directly, in double).
+ * built for the counts of the minibatch; larger counts continue from the tables' last row with
+ * asymptotic series, in double.
  *
  * Scope (the Python wrapper checks it and otherwise uses the torch implementation):
  * float32, C-contiguous (n_rows, n_genes) counts / means / logits, one inverse dispersion per
@@ -159,6 +160,19 @@ static double digamma_large(double v) {
 /* ------------------------------------------------------------------------------------------ */
 /* Kernels                                                                                     */
 
+/* Inside a parallel region: the calling thread's contiguous share [*g0, *g1) of n_genes genes
+ * (per-gene work, such as tables or sums over cells, then needs no reduction across threads). */
+static void thread_gene_range(int64_t n_genes, int64_t *g0, int64_t *g1) {
+#ifdef _OPENMP
+    int64_t n_threads = omp_get_num_threads(), thread = omp_get_thread_num();
+#else
+    int64_t n_threads = 1, thread = 0;
+#endif
+    int64_t chunk = (n_genes + n_threads - 1) / n_threads;
+    *g0 = thread * chunk;
+    *g1 = *g0 + chunk < n_genes ? *g0 + chunk : n_genes;
+}
+
 /* Largest count of a row, or -1 when a value is not a non-negative integer below MAX_COUNT. */
 MULTIVERSION
 static int32_t row_integer_max(const float *x, int64_t n) {
@@ -173,7 +187,7 @@ static int32_t row_integer_max(const float *x, int64_t n) {
     return bad ? -1 : high;
 }
 
-/* Rows [row_begin, row_end) of the tables, for genes [g0, g1):
+/* All rows of the tables, for genes [g0, g1):
  *   value[k, g] = sum_{j<k} log(theta_g + j) - log k!,  psi[k, g] = sum_{j<k} 1 / (theta_g + j)
  * (increments in float as torch would compute them, sums in double). */
 MULTIVERSION
@@ -376,13 +390,8 @@ static PyObject *py_nb_family(PyObject *self, PyObject *args) {
     for (size_t k = 1; k < R; k++) log_factorial[k] = log_factorial[k - 1] + log((double)k);
 #pragma omp parallel if (parallel)
     {
-#ifdef _OPENMP
-        int64_t n_threads = omp_get_num_threads(), thread = omp_get_thread_num();
-#else
-        int64_t n_threads = 1, thread = 0;
-#endif
-        int64_t chunk = ((int64_t)G + n_threads - 1) / n_threads;
-        int64_t g0 = thread * chunk, g1 = g0 + chunk < (int64_t)G ? g0 + chunk : (int64_t)G;
+        int64_t g0, g1;
+        thread_gene_range(n_genes, &g0, &g1);
         if (g0 < g1)
             build_tables(theta, n_genes, g0, g1, n_table_rows, log_factorial, accumulators, accumulators + G, tables,
                          tables + R * G);
@@ -409,24 +418,20 @@ static PyObject *py_nb_family(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* Backward pass: the incoming gradient times the local derivatives. The gradient may be
- * broadcast along genes (column stride 0: the usual sum over genes) or contiguous. */
+/* Backward pass: out = grad * d along one row. The gradient may be broadcast along genes
+ * (column stride 0: the usual sum over genes) or contiguous. */
 MULTIVERSION
-static void scale_row(const float *restrict grad, int64_t grad_col_stride, const float *restrict d_mu,
-                      const float *restrict d_pi, float *restrict grad_mu, float *restrict grad_pi, int64_t n_genes) {
+static void scale_row(const float *restrict grad, int64_t grad_col_stride, const float *restrict d,
+                      float *restrict out, int64_t n_genes) {
     if (grad_col_stride == 0) {
         const float c = grad[0];
-        for (int64_t g = 0; g < n_genes; g++) grad_mu[g] = c * d_mu[g];
-        if (d_pi)
-            for (int64_t g = 0; g < n_genes; g++) grad_pi[g] = c * d_pi[g];
+        for (int64_t g = 0; g < n_genes; g++) out[g] = c * d[g];
     } else {
-        for (int64_t g = 0; g < n_genes; g++) grad_mu[g] = grad[g] * d_mu[g];
-        if (d_pi)
-            for (int64_t g = 0; g < n_genes; g++) grad_pi[g] = grad[g] * d_pi[g];
+        for (int64_t g = 0; g < n_genes; g++) out[g] = grad[g] * d[g];
     }
 }
 
-/* grad_theta[g] += sum over rows of grad[i, g] d_theta[i, g], for genes [g0, g1), in double. */
+/* acc[g] = sum over rows of grad[i, g] d_theta[i, g], for genes [g0, g1), in double. */
 MULTIVERSION
 static void theta_sums(const float *grad, int64_t grad_row_stride, int64_t grad_col_stride, const float *d_theta,
                        int64_t n_rows, int64_t n_genes, int64_t g0, int64_t g1, double *acc) {
@@ -474,22 +479,13 @@ static PyObject *py_nb_family_backward(PyObject *self, PyObject *args) {
 #pragma omp for schedule(static)
             for (Py_ssize_t i = 0; i < n_rows; i++) {
                 size_t o = (size_t)i * (size_t)n_genes;
-                /* without d/dmu, d/dpi goes through scale_row's first pair of arrays */
-                if (grad_mu)
-                    scale_row(grad + i * row_stride, col_stride, d_mu + o, grad_pi ? d_pi + o : NULL, grad_mu + o,
-                              grad_pi ? grad_pi + o : NULL, n_genes);
-                else
-                    scale_row(grad + i * row_stride, col_stride, d_pi + o, NULL, grad_pi + o, NULL, n_genes);
+                if (grad_mu) scale_row(grad + i * row_stride, col_stride, d_mu + o, grad_mu + o, n_genes);
+                if (grad_pi) scale_row(grad + i * row_stride, col_stride, d_pi + o, grad_pi + o, n_genes);
             }
         }
         if (grad_theta) {
-#ifdef _OPENMP
-            int64_t n_threads = omp_get_num_threads(), thread = omp_get_thread_num();
-#else
-            int64_t n_threads = 1, thread = 0;
-#endif
-            int64_t chunk = (n_genes + n_threads - 1) / n_threads;
-            int64_t g0 = thread * chunk, g1 = g0 + chunk < n_genes ? g0 + chunk : n_genes;
+            int64_t g0, g1;
+            thread_gene_range(n_genes, &g0, &g1);
             if (g0 < g1) theta_sums(grad, row_stride, col_stride, d_theta, n_rows, n_genes, g0, g1, acc);
         }
     }

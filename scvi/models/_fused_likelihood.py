@@ -32,8 +32,8 @@ def fused_nb_family(
     """Element-wise NB (``pi is None``) or ZINB log-likelihood from the kernel, or ``None`` when it does not apply.
 
     Applies to float32 CPU tensors where ``x``, ``mu`` (and ``pi``) have the same shape
-    ``(..., n_genes)``, ``theta`` has one value per gene, and the counts are non-negative
-    integers below ``2**24`` (the kernel checks them in one pass).
+    ``(..., n_genes)`` and the counts are non-negative integers below ``2**24`` (the kernel checks
+    them in one pass). ``theta`` must have one value per gene: the caller checks it.
     """
     if not ENABLED or x.dim() < 1 or not x.numel() or x.requires_grad:
         return None
@@ -42,8 +42,6 @@ def fused_nb_family(
         return None
     n_genes = x.shape[-1]
     if mu.shape != x.shape or (pi is not None and pi.shape != x.shape):
-        return None
-    if theta.numel() != n_genes or theta.shape[-1] != n_genes:
         return None
     counts = x.reshape(-1, n_genes).contiguous()
     n_rows = counts.shape[0]

@@ -452,9 +452,10 @@ def _nb_family(x, mu, theta, pi, eps):
         pi = None if pi is None else pi.to(dtype)
     if x.requires_grad:  # gradients in the counts: fall back to plain autograd
         return _nb_family_autograd(x, mu, theta, pi, eps)
-    fused = fused_nb_family(x, mu, theta, pi, eps)
-    if fused is not None:
-        return fused
+    if _is_per_gene(theta, x.shape[-1]):
+        fused = fused_nb_family(x, mu, theta, pi, eps)
+        if fused is not None:
+            return fused
     positions = _sparse_positions(x, mu, theta, pi, eps)
     if positions is not None:
         return _SparseNBFamilyLogLik.apply(x, mu, theta, pi, positions, eps)
