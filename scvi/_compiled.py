@@ -19,3 +19,8 @@ if os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no
         from scvi import _kernels as kernels
     except ImportError as error:
         logger.debug("compiled kernels unavailable (%s); using torch operations", error)
+
+
+def address(tensor) -> int:
+    """The data address the kernels take for a tensor, ``0`` (a null pointer) for ``None``."""
+    return 0 if tensor is None else tensor.data_ptr()

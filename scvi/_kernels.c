@@ -337,6 +337,76 @@ static PyObject *py_integer_max(PyObject *self, PyObject *args) {
     return PyLong_FromLong(bad ? -1L : (long)high);
 }
 
+/* Per-call buffers of the NB / ZINB kernels: per-gene terms, log k! and the tables. */
+typedef struct {
+    float *gene_terms;    /* log(theta + eps), theta / (theta + eps) */
+    double *accumulators; /* the tables' running sums, per gene */
+    double *log_factorial;
+    float *tables; /* value rows, then psi rows */
+} Workspace;
+
+static void workspace_free(Workspace *w) {
+    free(w->gene_terms);
+    free(w->accumulators);
+    free(w->log_factorial);
+    free(w->tables);
+}
+
+/* Clamp the requested number of table rows: at least 16 (row_overflow continues from the last
+ * row with series that need arguments >= 15), at most max_count + 1 (no count needs more). */
+static Py_ssize_t table_rows_for(Py_ssize_t n_table_rows, Py_ssize_t max_count) {
+    if (n_table_rows < 16) n_table_rows = 16;
+    return n_table_rows > max_count + 1 ? max_count + 1 : n_table_rows;
+}
+
+/* Allocate the workspace, fill what does not depend on the rows and point P at it; 0 when out
+ * of memory (nothing to free then). Called without the GIL. */
+static int workspace_init(Workspace *w, Params *P, const float *theta, int64_t n_genes, int64_t n_table_rows,
+                          float eps) {
+    size_t G = (size_t)n_genes, R = (size_t)n_table_rows;
+    w->gene_terms = malloc(2 * G * sizeof(float));
+    w->accumulators = malloc(2 * G * sizeof(double));
+    w->log_factorial = malloc(R * sizeof(double));
+    w->tables = malloc(2 * R * G * sizeof(float));
+    if (!w->gene_terms || !w->accumulators || !w->log_factorial || !w->tables) {
+        workspace_free(w);
+        return 0;
+    }
+    for (size_t g = 0; g < G; g++) {
+        float theta_eps = theta[g] + eps;
+        w->gene_terms[g] = logf(theta_eps);
+        w->gene_terms[G + g] = theta[g] / theta_eps;
+    }
+    w->log_factorial[0] = 0.0;
+    for (size_t k = 1; k < R; k++) w->log_factorial[k] = w->log_factorial[k - 1] + log((double)k);
+    Params p = {n_genes, theta, w->gene_terms, w->gene_terms + G, eps, n_table_rows, w->tables, w->tables + R * G};
+    *P = p;
+    return 1;
+}
+
+/* Inside the parallel region: each thread builds the tables of its genes, then waits for all. */
+static void workspace_build_tables(Workspace *w, const Params *P) {
+    int64_t g0, g1, G = P->n_genes, R = P->n_table_rows;
+    thread_gene_range(G, &g0, &g1);
+    if (g0 < g1)
+        build_tables(P->theta, G, g0, g1, R, w->log_factorial, w->accumulators, w->accumulators + G, w->tables,
+                     w->tables + R * G);
+#pragma omp barrier
+}
+
+/* One row of the element-wise kernel: log-likelihood into out and, when d_mu != NULL, the local
+ * derivatives; counts beyond the tables get their gamma terms from row_overflow. */
+static void nb_family_row(const Params *P, const Workspace *w, const float *x, const float *mu, const float *pi,
+                          float *out, float *d_mu, float *d_theta, float *d_pi) {
+    int grads = d_mu != NULL;
+    int64_t n_overflow;
+    if (pi == NULL)
+        n_overflow = grads ? row_nb_grad(P, x, mu, out, d_mu, d_theta) : row_nb(P, x, mu, out);
+    else
+        n_overflow = grads ? row_zinb_grad(P, x, mu, pi, out, d_mu, d_theta, d_pi) : row_zinb(P, x, mu, pi, out);
+    if (n_overflow) row_overflow(P, w->log_factorial, x, out, grads ? d_theta : NULL, grads);
+}
+
 static const char nb_family_doc[] =
     "nb_family(x, mu, theta, pi, out, d_mu, d_theta, d_pi, n_rows, n_genes, eps, max_count, n_table_rows)\n\n"
     "NB (pi == 0) or ZINB log-likelihood of float32 C-contiguous (n_rows, n_genes) arrays given\n"
@@ -355,66 +425,154 @@ static PyObject *py_nb_family(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "nb_family: invalid sizes");
         return NULL;
     }
-    /* row_overflow needs at least 16 rows when some count lies beyond the table */
-    if (n_table_rows < 16) n_table_rows = 16;
-    if (n_table_rows > max_count + 1) n_table_rows = max_count + 1;
+    n_table_rows = table_rows_for(n_table_rows, max_count);
     const float *x = (const float *)(uintptr_t)ax, *mu = (const float *)(uintptr_t)amu;
     const float *theta = (const float *)(uintptr_t)atheta, *pi = (const float *)(uintptr_t)api;
     float *out = (float *)(uintptr_t)aout, *d_mu = (float *)(uintptr_t)ad_mu;
     float *d_theta = (float *)(uintptr_t)ad_theta, *d_pi = (float *)(uintptr_t)ad_pi;
     const int grads = d_mu != NULL;
-    const float eps = (float)eps_d;
-
-    size_t G = (size_t)n_genes, R = (size_t)n_table_rows;
-    float *gene_terms = malloc(2 * G * sizeof(float));
-    double *accumulators = malloc(2 * G * sizeof(double));
-    double *log_factorial = malloc(R * sizeof(double));
-    float *tables = malloc(2 * R * G * sizeof(float));
-    if (!gene_terms || !accumulators || !log_factorial || !tables) {
-        free(gene_terms);
-        free(accumulators);
-        free(log_factorial);
-        free(tables);
-        return PyErr_NoMemory();
-    }
-    Params P = {n_genes, theta, gene_terms, gene_terms + G, eps, n_table_rows, tables, tables + R * G};
+    Workspace w;
+    Params P;
+    int ok;
     int parallel = n_rows * n_genes >= PARALLEL_MIN_ELEMENTS;
 
     Py_BEGIN_ALLOW_THREADS
-    for (size_t g = 0; g < G; g++) {
-        float theta_eps = theta[g] + eps;
-        gene_terms[g] = logf(theta_eps);
-        gene_terms[G + g] = theta[g] / theta_eps;
-    }
-    log_factorial[0] = 0.0;
-    for (size_t k = 1; k < R; k++) log_factorial[k] = log_factorial[k - 1] + log((double)k);
+    ok = workspace_init(&w, &P, theta, n_genes, n_table_rows, (float)eps_d);
+    if (ok) {
 #pragma omp parallel if (parallel)
-    {
-        int64_t g0, g1;
-        thread_gene_range(n_genes, &g0, &g1);
-        if (g0 < g1)
-            build_tables(theta, n_genes, g0, g1, n_table_rows, log_factorial, accumulators, accumulators + G, tables,
-                         tables + R * G);
-#pragma omp barrier
+        {
+            workspace_build_tables(&w, &P);
 #pragma omp for schedule(static)
-        for (Py_ssize_t i = 0; i < n_rows; i++) {
-            size_t o = (size_t)i * G;
-            int64_t n_overflow;
-            if (pi == NULL)
-                n_overflow = grads ? row_nb_grad(&P, x + o, mu + o, out + o, d_mu + o, d_theta + o)
-                                   : row_nb(&P, x + o, mu + o, out + o);
-            else
-                n_overflow = grads ? row_zinb_grad(&P, x + o, mu + o, pi + o, out + o, d_mu + o, d_theta + o, d_pi + o)
-                                   : row_zinb(&P, x + o, mu + o, pi + o, out + o);
-            if (n_overflow) row_overflow(&P, log_factorial, x + o, out + o, grads ? d_theta + o : NULL, grads);
+            for (Py_ssize_t i = 0; i < n_rows; i++) {
+                size_t o = (size_t)i * (size_t)n_genes;
+                nb_family_row(&P, &w, x + o, mu + o, pi ? pi + o : NULL, out + o, grads ? d_mu + o : NULL,
+                              grads ? d_theta + o : NULL, grads && pi ? d_pi + o : NULL);
+            }
         }
+        workspace_free(&w);
     }
     Py_END_ALLOW_THREADS
 
-    free(gene_terms);
-    free(accumulators);
-    free(log_factorial);
-    free(tables);
+    if (!ok) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* Sum of a row in double, over 8 partial sums (so that the loop vectorises). */
+MULTIVERSION
+static double row_sum(const float *a, int64_t n) {
+    double part[8] = {0.0};
+    int64_t g = 0;
+    for (; g + 8 <= n; g += 8)
+        for (int j = 0; j < 8; j++) part[j] += (double)a[g + j];
+    double total = 0.0;
+    for (; g < n; g++) total += (double)a[g];
+    for (int j = 0; j < 8; j++) total += part[j];
+    return total;
+}
+
+/* s = softmax(h) and mu = exp(library) s along one row (exp(h - max) / sum, as torch's softmax;
+ * NaN and infinite logits give NaN rows as there). */
+MULTIVERSION
+static void softmax_rate_row(const float *restrict h, float library, float *restrict s, float *restrict mu,
+                             int64_t n) {
+    float part[16];
+    for (int j = 0; j < 16; j++) part[j] = -INFINITY;
+    int64_t g = 0;
+    for (; g + 16 <= n; g += 16)
+        for (int j = 0; j < 16; j++) part[j] = h[g + j] > part[j] ? h[g + j] : part[j];
+    float m = -INFINITY;
+    for (int j = 0; j < 16; j++) m = part[j] > m ? part[j] : m;
+    for (; g < n; g++) m = h[g] > m ? h[g] : m;
+    for (g = 0; g < n; g++) {
+        float v = m - h[g];                          /* >= 0, or NaN */
+        s[g] = v > 87.3f ? 0.0f : exp_neg_f(v); /* exp(-v) underflows to zero as expf would */
+    }
+    float inv_total = (float)(1.0 / row_sum(s, n)), rate = expf(library);
+    for (g = 0; g < n; g++) {
+        s[g] *= inv_total;
+        mu[g] = rate * s[g];
+    }
+}
+
+/* d/dh of the row's log-likelihood through mu = exp(library) softmax(h), from t = mu * d/dmu:
+ * d/dh_g = t_g - s_g sum(t) (written over t); returns sum(t), the derivative in library. */
+MULTIVERSION
+static double softmax_rate_backward_row(const float *restrict s, float *restrict t, int64_t n) {
+    double total = row_sum(t, n);
+    float total_f = (float)total;
+    for (int64_t g = 0; g < n; g++) t[g] -= s[g] * total_f;
+    return total;
+}
+
+MULTIVERSION
+static void multiply_rows(const float *restrict a, const float *restrict b, float *restrict out, int64_t n) {
+    for (int64_t g = 0; g < n; g++) out[g] = a[g] * b[g];
+}
+
+static const char nb_family_logits_doc[] =
+    "nb_family_logits(x, h, library, theta, pi, row_ll, d_h, d_library, d_theta, d_pi, n_rows, n_genes, eps,\n"
+    "                 max_count, n_table_rows)\n\n"
+    "Per-row sums of the NB (pi == 0) or ZINB log-likelihood of the counts x with means\n"
+    "exp(library) * softmax(h) (float32, C-contiguous (n_rows, n_genes) arrays given by address;\n"
+    "library has one value per row, theta one per gene) into row_ll (n_rows). When d_h != 0, also\n"
+    "the derivatives of each row's sum in h, library (n_rows), theta (per element) and pi.\n"
+    "max_count is integer_max(x) (>= 0); tables cover counts below n_table_rows.";
+
+static PyObject *py_nb_family_logits(PyObject *self, PyObject *args) {
+    unsigned long long ax, ah, alib, atheta, api, arow_ll, ad_h, ad_lib, ad_theta, ad_pi;
+    Py_ssize_t n_rows, n_genes, max_count, n_table_rows;
+    double eps_d;
+    if (!PyArg_ParseTuple(args, "KKKKKKKKKKnndnn", &ax, &ah, &alib, &atheta, &api, &arow_ll, &ad_h, &ad_lib,
+                          &ad_theta, &ad_pi, &n_rows, &n_genes, &eps_d, &max_count, &n_table_rows))
+        return NULL;
+    if (n_rows < 0 || n_genes <= 0 || max_count < 0 || n_table_rows < 1) {
+        PyErr_SetString(PyExc_ValueError, "nb_family_logits: invalid sizes");
+        return NULL;
+    }
+    n_table_rows = table_rows_for(n_table_rows, max_count);
+    const float *x = (const float *)(uintptr_t)ax, *h = (const float *)(uintptr_t)ah;
+    const float *library = (const float *)(uintptr_t)alib, *theta = (const float *)(uintptr_t)atheta;
+    const float *pi = (const float *)(uintptr_t)api;
+    float *row_ll = (float *)(uintptr_t)arow_ll, *d_h = (float *)(uintptr_t)ad_h;
+    float *d_library = (float *)(uintptr_t)ad_lib, *d_theta = (float *)(uintptr_t)ad_theta;
+    float *d_pi = (float *)(uintptr_t)ad_pi;
+    const int grads = d_h != NULL;
+    const size_t G = (size_t)n_genes;
+    Workspace w;
+    Params P;
+    int ok, scratch_ok = 1;
+    int parallel = n_rows * n_genes >= PARALLEL_MIN_ELEMENTS;
+
+    Py_BEGIN_ALLOW_THREADS
+    ok = workspace_init(&w, &P, theta, n_genes, n_table_rows, (float)eps_d);
+    if (ok) {
+#pragma omp parallel if (parallel) reduction(& : scratch_ok)
+        {
+            /* the row's softmax, means, element-wise log-likelihood and d/dmu */
+            float *scratch = malloc(4 * G * sizeof(float));
+            workspace_build_tables(&w, &P);
+            float *s = scratch, *mu = scratch + G, *ll = scratch + 2 * G, *d_mu = scratch + 3 * G;
+#pragma omp for schedule(static)
+            for (Py_ssize_t i = 0; i < n_rows; i++) {
+                if (!scratch) continue;
+                size_t o = (size_t)i * G;
+                softmax_rate_row(h + o, library[i], s, mu, n_genes);
+                nb_family_row(&P, &w, x + o, mu, pi ? pi + o : NULL, ll, grads ? d_mu : NULL,
+                              grads ? d_theta + o : NULL, grads && pi ? d_pi + o : NULL);
+                row_ll[i] = (float)row_sum(ll, n_genes);
+                if (grads) {
+                    multiply_rows(mu, d_mu, d_h + o, n_genes);
+                    d_library[i] = (float)softmax_rate_backward_row(s, d_h + o, n_genes);
+                }
+            }
+            scratch_ok = scratch != NULL;
+            free(scratch);
+        }
+        workspace_free(&w);
+    }
+    Py_END_ALLOW_THREADS
+
+    if (!ok || !scratch_ok) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -498,6 +656,273 @@ static PyObject *py_nb_family_backward(PyObject *self, PyObject *args) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Linear layers whose input is mostly zeros (the encoders' counts)                              */
+/*                                                                                              */
+/* With x (n, n_in) in compressed sparse rows (CSR) and columns (CSC):                          */
+/*   forward      out[i, :] = bias + sum over the non-zeros x[i, k] of x[i, k] W^T[k, :]          */
+/*   weight grad  W^T-grad[k, :] = sum over the non-zeros x[i, k] of x[i, k] grad[i, :]           */
+/* both O(nnz * n_out) sums of rows accumulated in registers, plus one transpose of W or of the  */
+/* gradient (O(n_in * n_out)) against the O(n * n_in * n_out) of the dense products.            */
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2_TRANSPOSE 1
+
+/* dst (8 x 8, row stride ds) = src (8 x 8, row stride ss) transposed, in registers. */
+__attribute__((target("avx2"))) static void transpose8_avx2(const float *src, int64_t ss, float *dst, int64_t ds) {
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss), r2 = _mm256_loadu_ps(src + 2 * ss),
+           r3 = _mm256_loadu_ps(src + 3 * ss), r4 = _mm256_loadu_ps(src + 4 * ss), r5 = _mm256_loadu_ps(src + 5 * ss),
+           r6 = _mm256_loadu_ps(src + 6 * ss), r7 = _mm256_loadu_ps(src + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+/* dst[c, r] = src[r, c] for the rows r < n_rows of src and its columns [c0, c1), in 8 x 8 tiles
+ * (in registers with AVX2; an element-by-element transpose misses the cache at every element). */
+static void transpose_columns(const float *restrict src, int64_t src_stride, float *restrict dst, int64_t dst_stride,
+                              int64_t n_rows, int64_t c0, int64_t c1) {
+#ifdef HAVE_AVX2_TRANSPOSE
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2");
+#endif
+    for (int64_t rb = 0; rb < n_rows; rb += 8) {
+        int64_t nr = n_rows - rb < 8 ? n_rows - rb : 8;
+        for (int64_t cb = c0; cb < c1; cb += 8) {
+            int64_t nc = c1 - cb < 8 ? c1 - cb : 8;
+#ifdef HAVE_AVX2_TRANSPOSE
+            if (avx2 && nr == 8 && nc == 8) {
+                transpose8_avx2(src + rb * src_stride + cb, src_stride, dst + cb * dst_stride + rb, dst_stride);
+                continue;
+            }
+#endif
+            for (int64_t a = 0; a < nr; a++)
+                for (int64_t b = 0; b < nc; b++) dst[(cb + b) * dst_stride + rb + a] = src[(rb + a) * src_stride + cb + b];
+        }
+    }
+}
+
+typedef float float16_vector __attribute__((vector_size(64)));
+
+/* 16 floats from memory as a vector (a macro: a function returning it would change the ABI of the
+ * default-target clones) */
+#define LOAD16(p) (*(const float16_vector_unaligned *)(p))
+typedef float float16_vector_unaligned __attribute__((vector_size(64), aligned(4)));
+
+/* out[0:n] = (bias or 0) + sum_p values[p] rows[indices[p] * row_stride + 0:n]: 64 outputs at a time
+ * stay in registers across all the terms. */
+MULTIVERSION
+static void sparse_combination(const int32_t *restrict indices, const float *restrict values, int64_t nnz,
+                               const float *restrict rows, int64_t row_stride, const float *restrict bias,
+                               float *restrict out, int64_t n) {
+    int64_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        float16_vector a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        if (bias) {
+            a0 = LOAD16(bias + j), a1 = LOAD16(bias + j + 16), a2 = LOAD16(bias + j + 32), a3 = LOAD16(bias + j + 48);
+        }
+        for (int64_t p = 0; p < nnz; p++) {
+            const float v = values[p], *r = rows + (int64_t)indices[p] * row_stride + j;
+            a0 += v * LOAD16(r), a1 += v * LOAD16(r + 16), a2 += v * LOAD16(r + 32), a3 += v * LOAD16(r + 48);
+        }
+        memcpy(out + j, &a0, sizeof a0), memcpy(out + j + 16, &a1, sizeof a1);
+        memcpy(out + j + 32, &a2, sizeof a2), memcpy(out + j + 48, &a3, sizeof a3);
+    }
+    for (; j + 16 <= n; j += 16) {
+        float16_vector a = {0};
+        if (bias) a = LOAD16(bias + j);
+        for (int64_t p = 0; p < nnz; p++) a += values[p] * LOAD16(rows + (int64_t)indices[p] * row_stride + j);
+        memcpy(out + j, &a, sizeof a);
+    }
+    for (; j < n; j++) {
+        float a = bias ? bias[j] : 0.0f;
+        for (int64_t p = 0; p < nnz; p++) a += values[p] * rows[(int64_t)indices[p] * row_stride + j];
+        out[j] = a;
+    }
+}
+
+/* Number of non-zeros of a row (NaN counts as non-zero). */
+MULTIVERSION
+static int64_t row_nonzeros(const float *x, int64_t n) {
+    int64_t count = 0;
+    for (int64_t k = 0; k < n; k++) count += x[k] != 0.0f;
+    return count;
+}
+
+/* The non-zeros of a row, in order, into buffers of n elements; returns their number (branch-free:
+ * every element is written at the current position, which only advances past non-zeros). */
+static int64_t row_compress(const float *restrict x, int64_t n, int32_t *restrict indices, float *restrict values) {
+    int64_t m = 0;
+    for (int64_t k = 0; k < n; k++) {
+        float v = x[k];
+        indices[m] = (int32_t)k;
+        values[m] = v;
+        m += v != 0.0f;
+    }
+    return m;
+}
+
+static const char sparse_structure_doc[] =
+    "sparse_structure(x, n_rows, n_cols, indptr) -> nnz\n"
+    "sparse_structure(x, n_rows, n_cols, indptr, indices, values, col_ptr, row_indices, col_values)\n\n"
+    "Compressed sparse rows and columns of a float32 C-contiguous (n_rows, n_cols) array. The first\n"
+    "form writes the row pointers (int64, n_rows + 1) and returns the number of non-zeros (NaN\n"
+    "included); the second fills, for those nnz non-zeros, the column indices (int32) and values\n"
+    "(float32) of the rows, then the column pointers (int64, n_cols + 1), row indices and values of\n"
+    "the columns.";
+
+static PyObject *py_sparse_structure(PyObject *self, PyObject *args) {
+    unsigned long long ax, aindptr, aindices = 0, avalues = 0, acol_ptr = 0, arow_indices = 0, acol_values = 0;
+    Py_ssize_t n_rows, n_cols;
+    if (!PyArg_ParseTuple(args, "KnnK|KKKKK", &ax, &n_rows, &n_cols, &aindptr, &aindices, &avalues, &acol_ptr,
+                          &arow_indices, &acol_values))
+        return NULL;
+    if (n_rows < 0 || n_rows >= INT32_MAX || n_cols <= 0 || n_cols >= INT32_MAX ||
+        (aindices && !(avalues && acol_ptr && arow_indices && acol_values))) {
+        PyErr_SetString(PyExc_ValueError, "sparse_structure: invalid sizes or buffers");
+        return NULL;
+    }
+    const float *x = (const float *)(uintptr_t)ax;
+    int64_t *indptr = (int64_t *)(uintptr_t)aindptr, *col_ptr = (int64_t *)(uintptr_t)acol_ptr;
+    int32_t *indices = (int32_t *)(uintptr_t)aindices, *row_indices = (int32_t *)(uintptr_t)arow_indices;
+    float *values = (float *)(uintptr_t)avalues, *col_values = (float *)(uintptr_t)acol_values;
+    int parallel = n_rows * n_cols >= PARALLEL_MIN_ELEMENTS, ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    if (!indices) {
+#pragma omp parallel for schedule(static) if (parallel)
+        for (Py_ssize_t i = 0; i < n_rows; i++) indptr[i + 1] = row_nonzeros(x + i * n_cols, n_cols);
+        indptr[0] = 0;
+        for (Py_ssize_t i = 0; i < n_rows; i++) indptr[i + 1] += indptr[i];
+    } else {
+#pragma omp parallel if (parallel) reduction(& : ok)
+        {
+            /* a row's compression writes up to n_cols entries: into the thread's own buffers */
+            int32_t *row_buffer = malloc((size_t)n_cols * sizeof(int32_t));
+            float *value_buffer = malloc((size_t)n_cols * sizeof(float));
+            ok = row_buffer && value_buffer;
+#pragma omp for schedule(static)
+            for (Py_ssize_t i = 0; i < n_rows; i++) {
+                if (!ok) continue;
+                int64_t m = row_compress(x + i * n_cols, n_cols, row_buffer, value_buffer);
+                memcpy(indices + indptr[i], row_buffer, (size_t)m * sizeof(int32_t));
+                memcpy(values + indptr[i], value_buffer, (size_t)m * sizeof(float));
+            }
+            free(row_buffer);
+            free(value_buffer);
+        }
+        if (ok) {
+            /* columns by a counting sort of the rows' entries (rows stay in order within a column) */
+            int64_t nnz = indptr[n_rows];
+            memset(col_ptr, 0, (size_t)(n_cols + 1) * sizeof(int64_t));
+            for (int64_t p = 0; p < nnz; p++) col_ptr[indices[p] + 1]++;
+            for (Py_ssize_t k = 0; k < n_cols; k++) col_ptr[k + 1] += col_ptr[k];
+            int64_t *next = malloc((size_t)n_cols * sizeof(int64_t));
+            ok = next != NULL;
+            if (ok) {
+                memcpy(next, col_ptr, (size_t)n_cols * sizeof(int64_t));
+                for (Py_ssize_t i = 0; i < n_rows; i++)
+                    for (int64_t p = indptr[i]; p < indptr[i + 1]; p++) {
+                        int64_t q = next[indices[p]]++;
+                        row_indices[q] = (int32_t)i;
+                        col_values[q] = values[p];
+                    }
+                free(next);
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (!ok) return PyErr_NoMemory();
+    return PyLong_FromLongLong((long long)indptr[n_rows]);
+}
+
+static const char sparse_input_linear_doc[] =
+    "sparse_input_linear(indptr, indices, values, w, w_t, bias, out, n_rows, n_in, n_out)\n\n"
+    "out (n_rows, n_out) = x W^T + bias for x (n_rows, n_in) given by its compressed sparse rows\n"
+    "(sparse_structure) and W (n_out, n_in), float32 C-contiguous (bias == 0: none); w_t is an\n"
+    "(n_in, n_out) work array (W^T).";
+
+static PyObject *py_sparse_input_linear(PyObject *self, PyObject *args) {
+    unsigned long long aindptr, aindices, avalues, aw, aw_t, abias, aout;
+    Py_ssize_t n_rows, n_in, n_out;
+    if (!PyArg_ParseTuple(args, "KKKKKKKnnn", &aindptr, &aindices, &avalues, &aw, &aw_t, &abias, &aout, &n_rows,
+                          &n_in, &n_out))
+        return NULL;
+    if (n_rows < 0 || n_in <= 0 || n_out <= 0) {
+        PyErr_SetString(PyExc_ValueError, "sparse_input_linear: invalid sizes");
+        return NULL;
+    }
+    const int64_t *indptr = (const int64_t *)(uintptr_t)aindptr;
+    const int32_t *indices = (const int32_t *)(uintptr_t)aindices;
+    const float *values = (const float *)(uintptr_t)avalues, *w = (const float *)(uintptr_t)aw;
+    const float *bias = (const float *)(uintptr_t)abias;
+    float *w_t = (float *)(uintptr_t)aw_t, *out = (float *)(uintptr_t)aout;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel if (n_rows * n_in >= PARALLEL_MIN_ELEMENTS)
+    {
+        int64_t k0, k1;
+        thread_gene_range(n_in, &k0, &k1);
+        transpose_columns(w, n_in, w_t, n_out, n_out, k0, k1); /* rows [k0, k1) of W^T */
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (Py_ssize_t i = 0; i < n_rows; i++)
+            sparse_combination(indices + indptr[i], values + indptr[i], indptr[i + 1] - indptr[i], w_t, n_out, bias,
+                               out + i * n_out, n_out);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static const char sparse_input_linear_weight_grad_doc[] =
+    "sparse_input_linear_weight_grad(col_ptr, row_indices, col_values, grad, grad_w, grad_w_t, n_rows, n_in,\n"
+    "                                n_out)\n\n"
+    "grad_w (n_out, n_in) = grad^T x for x (n_rows, n_in) given by its compressed sparse columns\n"
+    "(sparse_structure) and grad (n_rows, n_out), float32 C-contiguous; grad_w_t is an (n_in, n_out)\n"
+    "work array.";
+
+static PyObject *py_sparse_input_linear_weight_grad(PyObject *self, PyObject *args) {
+    unsigned long long acol_ptr, arow_indices, acol_values, agrad, agrad_w, agrad_w_t;
+    Py_ssize_t n_rows, n_in, n_out;
+    if (!PyArg_ParseTuple(args, "KKKKKKnnn", &acol_ptr, &arow_indices, &acol_values, &agrad, &agrad_w, &agrad_w_t,
+                          &n_rows, &n_in, &n_out))
+        return NULL;
+    if (n_rows < 0 || n_in <= 0 || n_out <= 0) {
+        PyErr_SetString(PyExc_ValueError, "sparse_input_linear_weight_grad: invalid sizes");
+        return NULL;
+    }
+    const int64_t *col_ptr = (const int64_t *)(uintptr_t)acol_ptr;
+    const int32_t *row_indices = (const int32_t *)(uintptr_t)arow_indices;
+    const float *col_values = (const float *)(uintptr_t)acol_values, *grad = (const float *)(uintptr_t)agrad;
+    float *grad_w = (float *)(uintptr_t)agrad_w, *grad_w_t = (float *)(uintptr_t)agrad_w_t;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel if (n_rows * n_in >= PARALLEL_MIN_ELEMENTS)
+    {
+#pragma omp for schedule(static)
+        for (Py_ssize_t k = 0; k < n_in; k++)
+            sparse_combination(row_indices + col_ptr[k], col_values + col_ptr[k], col_ptr[k + 1] - col_ptr[k], grad,
+                               n_out, NULL, grad_w_t + k * n_out, n_out);
+        /* the implicit barrier of the loop above: all of W^T's gradient is written */
+        int64_t j0, j1;
+        thread_gene_range(n_out, &j0, &j1);
+        transpose_columns(grad_w_t, n_out, grad_w, n_in, n_in, j0, j1); /* rows [j0, j1) of grad_w */
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Dropout masks                                                                               */
 
 static inline uint64_t splitmix64(uint64_t z) {
@@ -544,7 +969,12 @@ static PyObject *py_dropout_mask(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"integer_max", py_integer_max, METH_VARARGS, integer_max_doc},
     {"nb_family", py_nb_family, METH_VARARGS, nb_family_doc},
+    {"nb_family_logits", py_nb_family_logits, METH_VARARGS, nb_family_logits_doc},
     {"nb_family_backward", py_nb_family_backward, METH_VARARGS, nb_family_backward_doc},
+    {"sparse_structure", py_sparse_structure, METH_VARARGS, sparse_structure_doc},
+    {"sparse_input_linear", py_sparse_input_linear, METH_VARARGS, sparse_input_linear_doc},
+    {"sparse_input_linear_weight_grad", py_sparse_input_linear_weight_grad, METH_VARARGS,
+     sparse_input_linear_weight_grad_doc},
     {"dropout_mask", py_dropout_mask, METH_VARARGS, dropout_mask_doc},
     {NULL, NULL, 0, NULL},
 };

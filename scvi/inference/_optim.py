@@ -4,7 +4,8 @@ With the fused kernel, ``torch.optim.Adam.step`` spends about as long in Python
 (``_init_group``, regrouping the tensors by device and dtype) as in the update itself for
 scVI-sized networks, and ``zero_grad`` opens a profiler record to walk the parameters. Once every
 parameter that has a gradient has its state, :class:`Adam` calls the same fused kernel with
-lists it gathers directly, so the updates are bit-identical; anything out of the ordinary (a
+lists it gathers directly (and counts the steps of the parameters updated together in one
+buffer), so the updates are bit-identical; anything out of the ordinary (a
 closure, AMSGrad, a tensor learning rate, a parameter seen for the first time, a GPU)
 goes through ``torch.optim.Adam.step``. Step hooks run once either way: torch wraps the
 ``step`` of every optimizer class with them.
@@ -57,11 +58,11 @@ class Adam(torch.optim.Adam):
         work = self._gather() if closure is None and self._plain_groups() else None
         if work is None:
             return _torch_adam_step(self, closure)
-        for group, params, grads, exp_avgs, exp_avg_sqs, steps in work:
+        for group_index, (group, params, grads, exp_avgs, exp_avg_sqs, steps) in enumerate(work):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
+            steps = self._increment_steps(group_index, params, steps)
             torch._fused_adam_(
                 params,
                 grads,
@@ -80,6 +81,27 @@ class Adam(torch.optim.Adam):
                 found_inf=None,
             )
         return None
+
+    def _increment_steps(self, group_index: int, params: List[torch.Tensor], steps: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Add one to the step counts of ``params`` (one operation on a shared buffer); return them.
+
+        ``_foreach_add_`` on a few dozen scalar tensors costs as much as the update of a small
+        network. The counts of a group's parameters updated together become views of one buffer
+        (same values, dtype and device), rebuilt whenever that set changes (a parameter without
+        a gradient keeps its count, now outside the buffer); torch's own step still increments
+        each view once.
+        """
+        buffers = self.__dict__.setdefault("_step_buffers", {})
+        key = tuple(map(id, steps))
+        cached = buffers.get(group_index)
+        if cached is None or cached[0] != key:
+            buffer = torch.stack([step.detach() for step in steps])
+            views = list(buffer.unbind())
+            for param, view in zip(params, views):
+                self.state[param]["step"] = view
+            cached = buffers[group_index] = (tuple(map(id, views)), buffer, views)  # views keep their ids alive
+        cached[1].add_(1)
+        return cached[2]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients (see :meth:`torch.optim.Optimizer.zero_grad`)."""

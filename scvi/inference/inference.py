@@ -102,10 +102,15 @@ class UnsupervisedTrainer(Trainer):
         reconst_loss, kl_local, kl_global = self.model(
             sample_batch, local_l_mean, local_l_var, batch_index, y if feed_labels else None
         )
-        loss = self.n_samples * (reconst_loss + self.kl_weight * kl_local).mean() + kl_global
+        kl_weight = self.kl_weight
+        per_cell = reconst_loss + kl_local if kl_weight == 1.0 else reconst_loss + kl_weight * kl_local
+        no_global_kl = isinstance(kl_global, float) and kl_global == 0.0
         if self.normalize_loss:
-            loss = loss / self.n_samples
-        return loss
+            # (n_samples * mean + kl_global) / n_samples without the two scalar operations (and
+            # backward nodes) that cancel out
+            return per_cell.mean() if no_global_kl else per_cell.mean() + kl_global / self.n_samples
+        loss = self.n_samples * per_cell.mean()
+        return loss if no_global_kl else loss + kl_global
 
     @property
     def kl_weight(self) -> float:

@@ -13,7 +13,7 @@ import torch
 from torch.distributions import Distribution, Gamma, Poisson, constraints
 from torch.distributions.utils import broadcast_all, lazy_property, logits_to_probs, probs_to_logits
 
-from .log_likelihood import log_mixture_nb, log_nb_positive, log_poisson, log_zinb_positive
+from .log_likelihood import LOG_EPS, log_mixture_nb, log_nb_positive, log_poisson, log_zinb_positive
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class NegativeBinomial(Distribution):
         theta: Optional[torch.Tensor] = None,
         validate_args: bool = True,
     ):
-        self._eps = 1e-8
+        self._eps = LOG_EPS
         mu, theta = _resolve_nb_params(total_count, probs, logits, mu, theta)
         # the likelihood is computed from the parameters as given (a per-gene theta stays a row:
         # broadcast views would make every element-wise pass slower); attributes are broadcast
@@ -210,7 +210,7 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
     ):
         if zi_logits is None:
             raise ValueError("ZeroInflatedNegativeBinomial needs `zi_logits`")
-        self._eps = 1e-8
+        self._eps = LOG_EPS
         mu, theta = _resolve_nb_params(total_count, probs, logits, mu, theta)
         self._params = (mu, theta, zi_logits)
         self.zi_logits, self.mu, self.theta = broadcast_all(zi_logits, mu, theta)
@@ -288,7 +288,7 @@ class NegativeBinomialMixture(Distribution):
         theta2: Optional[torch.Tensor] = None,
         validate_args: bool = False,
     ):
-        self._eps = 1e-8
+        self._eps = LOG_EPS
         self._params = (mu1, mu2, theta1, theta2, mixture_logits)
         self.mu1, self.theta1, self.mu2, self.mixture_logits = broadcast_all(mu1, theta1, mu2, mixture_logits)
         self.theta2 = None if theta2 is None else broadcast_all(mu1, theta2)[1]

@@ -25,6 +25,9 @@ __all__ = [
     "compute_marginal_log_likelihood_autozi",
 ]
 
+#: ``eps`` of scVI's count distributions (added inside the logarithms).
+LOG_EPS = 1e-8
+
 
 def _as_row(theta: torch.Tensor) -> torch.Tensor:
     """A per-gene inverse dispersion of shape ``(n_genes,)`` broadcasts as ``(1, n_genes)``."""

@@ -14,6 +14,7 @@ from torch import nn
 from scvi._compiled import kernels
 
 from ._base import LATENT_DISTRIBUTIONS, check_option
+from ._sparse_input import sparse_input_linear
 from ._base import reparameterize_gaussian as _reparameterize
 from .utils import one_hot
 
@@ -36,6 +37,20 @@ __all__ = [
 def reparameterize_gaussian(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """Differentiable draw from ``N(mu, var)`` (``var`` is a variance), same shape as ``mu``."""
     return _reparameterize(mu, var)
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` that skips the zeros of a mostly-zero input on the CPU.
+
+    An encoder's first layer reads the (log) counts; for float32 inputs that need no gradient
+    and are at most a quarter non-zero, the product sums rows of the weights over the non-zeros
+    (:mod:`scvi.models._sparse_input`). Same parameters, ``state_dict`` and results (up to float32
+    rounding) as ``nn.Linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = sparse_input_linear(x, self.weight, self.bias)
+        return super().forward(x) if out is None else out
 
 
 class Dropout(nn.Dropout):
@@ -157,7 +172,7 @@ class FCLayers(nn.Module):
                 (
                     f"Layer {i}",
                     nn.Sequential(
-                        nn.Linear(d_in + n_cov, d_out, bias=bias),
+                        Linear(d_in + n_cov, d_out, bias=bias),
                         # momentum / eps of the original TensorFlow implementation
                         nn.BatchNorm1d(d_out, momentum=0.01, eps=0.001) if use_batch_norm else None,
                         nn.ReLU() if use_relu else None,
@@ -357,12 +372,28 @@ class DecoderSCVI(nn.Module):
             log inverse dispersion or ``None``, mean ``exp(library) * px_scale`` and
             zero-inflation logits, each of shape ``(..., n_output)``.
         """
-        px = self.px_decoder(z, *cat_list)
-        px_scale = self.px_scale_decoder(px)
-        px_dropout = self.px_dropout_decoder(px)
-        px_rate = torch.exp(library) * px_scale
-        px_r = self.px_r_decoder(px) if dispersion == "gene-cell" else None
+        px_scale_logits, px_r, px_dropout = self.decode_logits(dispersion, z, *cat_list)
+        px_scale, px_rate = self.scale_and_rate(px_scale_logits, library)
         return px_scale, px_r, px_rate, px_dropout
+
+    def decode_logits(
+        self, dispersion: str, z: torch.Tensor, *cat_list: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """:meth:`forward` up to the softmax: ``(px_scale_logits, px_r, px_dropout)``.
+
+        The training loss of :class:`~scvi.models.VAE` takes the logits to a fused kernel that
+        applies the softmax and the library size itself (:meth:`scale_and_rate` otherwise).
+        """
+        px = self.px_decoder(z, *cat_list)
+        px_scale_logits = self.px_scale_decoder[0](px)
+        px_dropout = self.px_dropout_decoder(px)
+        px_r = self.px_r_decoder(px) if dispersion == "gene-cell" else None
+        return px_scale_logits, px_r, px_dropout
+
+    def scale_and_rate(self, px_scale_logits: torch.Tensor, library: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(px_scale, px_rate)``: the softmax of the logits and ``exp(library) * px_scale``."""
+        px_scale = self.px_scale_decoder[1](px_scale_logits)
+        return px_scale, torch.exp(library) * px_scale
 
 
 class LinearDecoderSCVI(nn.Module):

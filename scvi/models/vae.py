@@ -18,7 +18,9 @@ from ._base import (
     dispersion_parameter,
     kl_normal,
 )
+from . import _fused_likelihood as fused_likelihood
 from .distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from .log_likelihood import LOG_EPS
 from .modules import DecoderSCVI, Encoder, LinearDecoderSCVI
 from .utils import one_hot
 
@@ -264,11 +266,43 @@ class VAE(nn.Module):
             ``(n,)``) includes the library-size KL term (not annealed by the trainer),
             ``kl_local`` is ``KL(q(z|x) || N(0, I))`` (shape ``(n,)``) and ``kl_global`` is ``0.0``.
         """
-        outputs = self._inference(x, batch_index, y)
-        reconst_loss = self.get_reconstruction_loss(x, outputs["px_rate"], outputs["px_r"], outputs["px_dropout"])
+        if self._fused_loss_applies():
+            outputs = self._encode(x, y)
+            reconst_loss = self._fused_reconstruction_loss(x, outputs["z"], outputs["library"], batch_index, y)
+        else:
+            outputs = self._inference(x, batch_index, y)
+            reconst_loss = self.get_reconstruction_loss(x, outputs["px_rate"], outputs["px_r"], outputs["px_dropout"])
         kl_divergence_z = kl_normal(outputs["qz_m"], outputs["qz_v"]).sum(dim=1)
         kl_divergence_l = kl_normal(outputs["ql_m"], outputs["ql_v"], local_l_mean, local_l_var).sum(dim=1)
         return LossOutput(reconst_loss + kl_divergence_l, kl_divergence_z, 0.0)
+
+    # The default decoder, likelihood and dispersion on the CPU: the training loss goes from the
+    # decoder's logits to the per-cell loss in one kernel call (softmax, library size, NB / ZINB
+    # and their gradients), about a tenth of a training step less than the same operations in torch.
+    _FUSED_LOSS_PATH = ("inference", "_inference", "_decode", "_dispersion", "get_reconstruction_loss")
+
+    def _fused_loss_applies(self) -> bool:
+        """Whether :meth:`forward` may take the fused path: the kernel is built, the model decodes
+        with :class:`DecoderSCVI` into an NB / ZINB with one dispersion per gene, and no subclass
+        overrides a method of the usual path (which would then be bypassed)."""
+        if not fused_likelihood.ENABLED or type(self.decoder) is not DecoderSCVI:
+            return False
+        if self.reconstruction_loss not in ("zinb", "nb") or self.dispersion != "gene":
+            return False
+        cls = type(self)
+        return all(getattr(cls, name) is getattr(VAE, name) for name in self._FUSED_LOSS_PATH)
+
+    def _fused_reconstruction_loss(self, x, z, library, batch_index, y) -> torch.Tensor:
+        """:meth:`get_reconstruction_loss` of the decoded ``z``: from the kernel, or (counts it does not
+        take, another device) from the decoder's outputs as in :meth:`_decode`."""
+        px_scale_logits, px_r, px_dropout = self.decoder.decode_logits(self.dispersion, z, batch_index, y)
+        theta = self._dispersion(px_r, batch_index, y)
+        pi = px_dropout if self.reconstruction_loss == "zinb" else None
+        log_likelihood = fused_likelihood.fused_nb_family_from_logits(x, px_scale_logits, library, theta, pi, LOG_EPS)
+        if log_likelihood is not None:
+            return -log_likelihood
+        _, px_rate = self.decoder.scale_and_rate(px_scale_logits, library)
+        return self.get_reconstruction_loss(x, px_rate, theta, px_dropout)
 
     # ---------------------------------------------------------------- legacy accessors
     def get_latents(self, x, y=None) -> List[torch.Tensor]:

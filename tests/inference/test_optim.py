@@ -83,3 +83,34 @@ def test_zero_grad():
     assert all(torch.count_nonzero(p.grad) == 0 for p in network.parameters())
     optimizer.zero_grad()
     assert all(p.grad is None for p in network.parameters())
+
+
+def test_two_groups_and_a_reloaded_state_match_torch_adam():
+    """Parameter groups each keep their step counts (shared per group), and a state loaded from
+    ``state_dict`` (separate counts again) continues the same updates."""
+
+    def run(optimizer_class):
+        network = _network()
+        groups = [{"params": network[0].parameters()}, {"params": network[2].parameters(), "lr": 3e-3}]
+        optimizer = optimizer_class(groups, lr=1e-2, fused=True)
+        data = torch.randn(32, 7, generator=torch.Generator().manual_seed(1))
+        for step in range(6):
+            if step == 3:
+                state = optimizer.state_dict()
+                optimizer = optimizer_class(
+                    [{"params": network[0].parameters()}, {"params": network[2].parameters(), "lr": 3e-3}],
+                    lr=1e-2,
+                    fused=True,
+                )
+                optimizer.load_state_dict(state)
+            optimizer.zero_grad()
+            network(data).pow(2).mean().backward()
+            optimizer.step()
+        return network, optimizer
+
+    ours, optimizer = run(Adam)
+    reference, reference_optimizer = run(torch.optim.Adam)
+    for p, q in zip(ours.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+        assert torch.equal(optimizer.state[p]["step"], reference_optimizer.state[q]["step"])
+        assert float(optimizer.state[p]["step"]) == 6.0

@@ -63,6 +63,28 @@ def test_random_order_covers_each_cell_once(trained):
     assert np.array_equal(np.sort(seen), np.sort(trained[2].labels.ravel()[trainer.train_set.indices]))
 
 
+def test_minibatches_and_random_draws_are_those_of_torchs_loader(trained, monkeypatch):
+    """The in-process loader yields what torch's DataLoader iterator would, from the same draws."""
+    from torch.utils.data import DataLoader
+
+    trainer, _, _ = trained
+
+    def epoch_and_next_draw():
+        torch.manual_seed(3)
+        iterators = [iter(trainer.train_set), iter(trainer.test_set)]  # as zipped by the trainer
+        batches = [[b.X.clone() for b in iterator] for iterator in iterators]
+        return batches, torch.rand(3)
+
+    ours, next_draw = epoch_and_next_draw()
+    monkeypatch.setattr(type(trainer.train_set.data_loader), "__iter__", DataLoader.__iter__)
+    reference, reference_next_draw = epoch_and_next_draw()
+    assert len(ours[0]) == len(trainer.train_set.data_loader) > 1
+    for our_batches, torch_batches in zip(ours, reference):
+        assert len(our_batches) == len(torch_batches)
+        assert all(torch.equal(a, b) for a, b in zip(our_batches, torch_batches))
+    assert torch.equal(next_draw, reference_next_draw)
+
+
 def test_update_sampler_indices_and_boolean_masks(trained):
     _, full, dataset = trained
     mask = np.zeros(len(dataset), dtype=bool)

@@ -255,3 +255,31 @@ def test_adapter_trainer_fits_only_the_encoders(dataset):
     for key, value in trainer.model.decoder.named_parameters():  # weights, not batch-norm statistics
         assert torch.equal(value, decoder_before[key])
     assert any(not torch.equal(v, encoder_before[k]) for k, v in trainer.model.z_encoder.named_parameters())
+
+
+class _FixedLossModel(torch.nn.Module):
+    """Returns fixed per-cell terms (to check how the trainer combines them)."""
+
+    def __init__(self, reconst, kl_local, kl_global):
+        super().__init__()
+        self.terms = (reconst, kl_local, kl_global)
+
+    def forward(self, *tensors):
+        return self.terms
+
+
+@pytest.mark.parametrize("normalize_loss", [True, False])
+@pytest.mark.parametrize("kl_weight", [1.0, 0.25, 0.0])
+@pytest.mark.parametrize("kl_global", [0.0, 3.5])
+def test_unsupervised_loss_is_the_legacy_formula(dataset, normalize_loss, kl_weight, kl_global, monkeypatch):
+    """n_samples * mean(reconst + kl_weight * kl_local) + kl_global, over n_samples when normalised."""
+    trainer = UnsupervisedTrainer(VAE(dataset.nb_genes), dataset, normalize_loss=normalize_loss, show_progbar=False)
+    monkeypatch.setattr(UnsupervisedTrainer, "kl_weight", property(lambda self: kl_weight))
+    reconst, kl_local = torch.tensor([10.0, 20.0, 40.0]), torch.tensor([1.0, 2.0, 6.0])
+    global_term = kl_global if kl_global == 0.0 else torch.tensor(kl_global)
+    trainer.model = _FixedLossModel(reconst, kl_local, global_term)
+    expected = trainer.n_samples * (reconst + kl_weight * kl_local).mean() + kl_global
+    if normalize_loss:
+        expected = expected / trainer.n_samples
+    loss = trainer.loss((torch.zeros(3, 1), None, None, None, None))
+    torch.testing.assert_close(torch.as_tensor(loss), torch.as_tensor(expected))
