@@ -18,6 +18,14 @@
  * float32, C-contiguous (n_rows, n_genes) counts / means / logits, one inverse dispersion per
  * gene, counts that are non-negative integers (integer_max() checks them).
  *
+ * The same likelihood from the decoder's logits (nb_family_logits): the means
+ * exp(library) softmax(h) of a row are computed, used and dropped in the thread's cache; each
+ * cell's sum and its derivatives in h, library, theta and pi are all that is stored.
+ *
+ * Linear layers on mostly-zero inputs (sparse_structure, sparse_input_linear[_weight_grad]): an
+ * encoder's first layer reads the counts, typically 90% zeros; sums of weight rows over the
+ * non-zeros replace the dense products.
+ *
  * Dropout masks: a counter-based generator (splitmix64) seeded by one draw of torch's
  * generator replaces a Bernoulli draw per element and three tensor operations.
  *
@@ -710,7 +718,8 @@ static void transpose_columns(const float *restrict src, int64_t src_stride, flo
             }
 #endif
             for (int64_t a = 0; a < nr; a++)
-                for (int64_t b = 0; b < nc; b++) dst[(cb + b) * dst_stride + rb + a] = src[(rb + a) * src_stride + cb + b];
+                for (int64_t b = 0; b < nc; b++)
+                    dst[(cb + b) * dst_stride + rb + a] = src[(rb + a) * src_stride + cb + b];
         }
     }
 }
@@ -980,7 +989,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_kernels", "Fused CPU kernels: NB / ZINB log-likelihoods, dropout masks.", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    "_kernels",
+    "Fused CPU kernels: NB / ZINB log-likelihoods, sparse-input linear layers, dropout masks.",
+    -1,
+    methods,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -82,7 +82,9 @@ class Adam(torch.optim.Adam):
             )
         return None
 
-    def _increment_steps(self, group_index: int, params: List[torch.Tensor], steps: List[torch.Tensor]) -> List[torch.Tensor]:
+    def _increment_steps(
+        self, group_index: int, params: List[torch.Tensor], steps: List[torch.Tensor]
+    ) -> List[torch.Tensor]:
         """Add one to the step counts of ``params`` (one operation on a shared buffer); return them.
 
         ``_foreach_add_`` on a few dozen scalar tensors costs as much as the update of a small

@@ -86,11 +86,7 @@ class _FusedNBFamilyLogLik(torch.autograd.Function):
             _address(d_mu),
             _address(d_theta),
             _address(d_pi),
-            n_rows,
-            n_genes,
-            float(eps),
-            max_count,
-            table_rows,
+            *_size_arguments(counts, eps, max_count, table_rows),
         )
         ctx.save_for_backward(d_mu, d_theta, d_pi)
         return out
@@ -116,6 +112,12 @@ class _FusedNBFamilyLogLik(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _size_arguments(counts: torch.Tensor, eps: float, max_count: int, table_rows: int) -> tuple:
+    """The trailing arguments of the NB / ZINB kernels: ``n_rows, n_genes, eps, max_count, n_table_rows``."""
+    n_rows, n_genes = counts.shape
+    return n_rows, n_genes, float(eps), max_count, table_rows
 
 
 def _scale_derivatives(grad, row_stride, col_stride, d_mu, d_theta, d_pi, needs_mu, needs_theta, needs_pi):
@@ -224,11 +226,7 @@ class _FusedLogitsNBFamilyLogLik(torch.autograd.Function):
             _address(d_library),
             _address(d_theta),
             _address(d_pi),
-            n_rows,
-            n_genes,
-            float(eps),
-            max_count,
-            table_rows,
+            *_size_arguments(counts, eps, max_count, table_rows),
         )
         ctx.save_for_backward(d_h, d_library, d_theta, d_pi)
         return row_ll

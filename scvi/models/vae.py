@@ -278,7 +278,7 @@ class VAE(nn.Module):
 
     # The default decoder, likelihood and dispersion on the CPU: the training loss goes from the
     # decoder's logits to the per-cell loss in one kernel call (softmax, library size, NB / ZINB
-    # and their gradients), about a tenth of a training step less than the same operations in torch.
+    # and their gradients): about 5% off a training step against the same operations in torch.
     _FUSED_LOSS_PATH = ("inference", "_inference", "_decode", "_dispersion", "get_reconstruction_loss")
 
     def _fused_loss_applies(self) -> bool:

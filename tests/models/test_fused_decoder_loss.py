@@ -137,17 +137,9 @@ def _loss_and_grads(model, minibatch, fused_path: bool, monkeypatch):
 
 
 @pytest.fixture
-def fused_calls(monkeypatch):
-    calls = []
-    original = fused.fused_nb_family_from_logits
-
-    def counting(*args):
-        result = original(*args)
-        calls.append(result is not None)
-        return result
-
-    monkeypatch.setattr(fused, "fused_nb_family_from_logits", counting)
-    return calls
+def fused_calls(record_calls):
+    """Whether each call of the fused decoder loss applied (returned a value)."""
+    return record_calls(fused, "fused_nb_family_from_logits", record=lambda args, result: result is not None)
 
 
 @requires_kernel

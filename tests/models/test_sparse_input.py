@@ -23,16 +23,8 @@ def _log_counts(n=96, n_in=700, density=0.08, seed=0):
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
-    calls = []
-    original = sparse_input._SparseInputLinear.apply
-
-    def counting(*args):
-        calls.append(args)
-        return original(*args)
-
-    monkeypatch.setattr(sparse_input._SparseInputLinear, "apply", counting)
-    return calls
+def kernel_calls(record_calls):
+    return record_calls(sparse_input._SparseInputLinear, "apply")
 
 
 @requires_kernel
