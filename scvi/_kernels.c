@@ -799,8 +799,11 @@ static PyObject *py_sparse_structure(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KnnK|KKKKK", &ax, &n_rows, &n_cols, &aindptr, &aindices, &avalues, &acol_ptr,
                           &arow_indices, &acol_values))
         return NULL;
+    /* the form is told by the number of arguments: with no non-zeros, the buffers of the second
+     * form are empty tensors, whose address may be 0 */
+    const int fill = PyTuple_GET_SIZE(args) > 4;
     if (n_rows < 0 || n_rows >= INT32_MAX || n_cols <= 0 || n_cols >= INT32_MAX ||
-        (aindices && !(avalues && acol_ptr && arow_indices && acol_values))) {
+        (fill && (PyTuple_GET_SIZE(args) != 9 || !acol_ptr))) {
         PyErr_SetString(PyExc_ValueError, "sparse_structure: invalid sizes or buffers");
         return NULL;
     }
@@ -810,7 +813,7 @@ static PyObject *py_sparse_structure(PyObject *self, PyObject *args) {
     float *values = (float *)(uintptr_t)avalues, *col_values = (float *)(uintptr_t)acol_values;
     int parallel = n_rows * n_cols >= PARALLEL_MIN_ELEMENTS, ok = 1;
     Py_BEGIN_ALLOW_THREADS
-    if (!indices) {
+    if (!fill) {
 #pragma omp parallel for schedule(static) if (parallel)
         for (Py_ssize_t i = 0; i < n_rows; i++) indptr[i + 1] = row_nonzeros(x + i * n_cols, n_cols);
         indptr[0] = 0;
@@ -826,6 +829,7 @@ static PyObject *py_sparse_structure(PyObject *self, PyObject *args) {
             for (Py_ssize_t i = 0; i < n_rows; i++) {
                 if (!ok) continue;
                 int64_t m = row_compress(x + i * n_cols, n_cols, row_buffer, value_buffer);
+                if (m == 0) continue; /* (the buffers may be null when there are no non-zeros) */
                 memcpy(indices + indptr[i], row_buffer, (size_t)m * sizeof(int32_t));
                 memcpy(values + indptr[i], value_buffer, (size_t)m * sizeof(float));
             }

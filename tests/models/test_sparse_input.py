@@ -45,6 +45,22 @@ def test_values_and_gradients_match_the_dense_product(n_out, bias, kernel_calls)
 
 
 @requires_kernel
+@pytest.mark.parametrize("case", ["all zeros", "one cell", "one non-zero"])
+def test_empty_and_tiny_minibatches(case, kernel_calls):
+    """No non-zeros at all (the kernels get empty buffers), a single cell, a single non-zero."""
+    x = {"all zeros": torch.zeros(50, 300), "one cell": _log_counts(n=1, n_in=300), "one non-zero": torch.zeros(9, 300)}[case]
+    if case == "one non-zero":
+        x[4, 123] = 2.5
+    layer = Linear(300, 20)
+    weights = torch.randn(x.shape[0], 20)
+    out = layer(x)
+    (out * weights).sum().backward()
+    assert len(kernel_calls) == 1
+    torch.testing.assert_close(out, nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.weight.grad, weights.t() @ x, rtol=1e-5, atol=1e-6)
+
+
+@requires_kernel
 def test_structure_is_built_once_for_the_encoders_of_a_minibatch(monkeypatch):
     builds = []
     original = sparse_input._build_structure
