@@ -14,8 +14,8 @@ from torch import nn
 from scvi._compiled import kernels
 
 from ._base import LATENT_DISTRIBUTIONS, check_option
-from ._sparse_input import sparse_input_linear
 from ._base import reparameterize_gaussian as _reparameterize
+from ._sparse_input import sparse_input_linear
 from .utils import one_hot
 
 logger = logging.getLogger(__name__)
@@ -379,10 +379,22 @@ class DecoderSCVI(nn.Module):
     def decode_logits(
         self, dispersion: str, z: torch.Tensor, *cat_list: torch.Tensor
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-        """:meth:`forward` up to the softmax: ``(px_scale_logits, px_r, px_dropout)``.
+        """:meth:`forward` up to the softmax.
 
         The training loss of :class:`~scvi.models.VAE` takes the logits to a fused kernel that
         applies the softmax and the library size itself (:meth:`scale_and_rate` otherwise).
+
+        Parameters
+        ----------
+        dispersion, z, *cat_list
+            As in :meth:`forward`.
+
+        Returns
+        -------
+        tuple
+            ``(px_scale_logits, px_r, px_dropout)``: logits of the normalised expression, log
+            inverse dispersion (``'gene-cell'``) or ``None``, and zero-inflation logits, each of
+            shape ``(..., n_output)``.
         """
         px = self.px_decoder(z, *cat_list)
         px_scale_logits = self.px_scale_decoder[0](px)
@@ -391,7 +403,21 @@ class DecoderSCVI(nn.Module):
         return px_scale_logits, px_r, px_dropout
 
     def scale_and_rate(self, px_scale_logits: torch.Tensor, library: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(px_scale, px_rate)``: the softmax of the logits and ``exp(library) * px_scale``."""
+        """The rest of :meth:`forward`: normalised expression and mean.
+
+        Parameters
+        ----------
+        px_scale_logits
+            From :meth:`decode_logits`, shape ``(..., n_output)``.
+        library
+            Log library size, shape ``(..., 1)``.
+
+        Returns
+        -------
+        tuple
+            ``(px_scale, px_rate)``: ``softmax(px_scale_logits)`` (rows sum to one) and
+            ``exp(library) * px_scale``, each of shape ``(..., n_output)``.
+        """
         px_scale = self.px_scale_decoder[1](px_scale_logits)
         return px_scale, torch.exp(library) * px_scale
 
