@@ -43,8 +43,9 @@ extras_require = {
 }
 extras_require["all"] = sorted({req for reqs in extras_require.values() for req in reqs})
 
-# Fused CPU kernels (C, OpenMP: the NB / ZINB likelihoods, dropout masks): optional. Without a
-# C compiler the package installs all the same and uses torch operations (slower training).
+# Fused CPU kernels (C, OpenMP: the NB / ZINB likelihoods, sparse-input linear layers, dropout
+# masks): optional. Without a C compiler the package installs all the same and uses torch
+# operations (slower training).
 KERNEL_FLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"]
 # Tried in order: GCC with gathers enabled (the table lookups vectorise) and OpenMP, then
 # without the GCC-specific tuning, then without OpenMP (one thread).

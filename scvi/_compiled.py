@@ -7,7 +7,7 @@ with the same results up to float rounding.
 import logging
 import os
 
-import torch  # noqa: F401  (loaded first: the extension then shares torch's OpenMP runtime)
+import torch  # loaded first: the extension then shares torch's OpenMP runtime
 
 logger = logging.getLogger(__name__)
 
@@ -24,3 +24,8 @@ if os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no
 def address(tensor) -> int:
     """The data address the kernels take for a tensor, ``0`` (a null pointer) for ``None``."""
     return 0 if tensor is None else tensor.data_ptr()
+
+
+def float32_cpu(*tensors) -> bool:
+    """Whether every tensor given (``None`` skipped) is float32 on the CPU, as the kernels take them."""
+    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)

@@ -1,4 +1,5 @@
-"""Small helpers used across the package: device choice, progress bars, randomness, atomic writes."""
+"""Small helpers used across the package: device choice, progress bars, randomness, atomic writes,
+per-minibatch caches."""
 import contextlib
 import logging
 import os
@@ -6,7 +7,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, TypeVar, Union
 
 import numpy as np
 import torch
@@ -125,3 +126,26 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_name)
         raise
+
+
+class LastTensorResult:
+    """A one-entry cache of a value computed from a tensor, such as a minibatch that several layers read.
+
+    The value is reused while the tensor is the same object, unmodified (its version counter), with
+    an equal ``key``. The entry holds a reference to the tensor, so ``is`` stays valid, and is one
+    tuple, read and replaced atomically. Inference tensors (no version counter) are not cached.
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple = (None, -1, None, None)
+
+    def get(self, tensor: torch.Tensor, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value for ``(tensor, key)``, or ``compute()`` (then cached)."""
+        if tensor.is_inference():
+            return compute()
+        last_tensor, version, last_key, value = self._entry
+        if tensor is last_tensor and tensor._version == version and key == last_key:
+            return value
+        value = compute()
+        self._entry = (tensor, tensor._version, key, value)
+        return value

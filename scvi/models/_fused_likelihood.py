@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 
 from scvi._compiled import address as _address
+from scvi._compiled import float32_cpu
 from scvi._compiled import kernels as _kernels
 
 #: Whether the kernel is used where it applies (tests switch it off to compare both paths).
@@ -23,7 +24,6 @@ ENABLED = _kernels is not None
 _MIN_TABLE_ROWS = 16
 
 
-
 def fused_nb_family(
     x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, pi: Optional[torch.Tensor], eps: float
 ) -> Optional[torch.Tensor]:
@@ -33,7 +33,7 @@ def fused_nb_family(
     ``(..., n_genes)`` and the counts are non-negative integers below ``2**24`` (the kernel checks
     them in one pass). ``theta`` must have one value per gene: the caller checks it.
     """
-    if not ENABLED or x.dim() < 1 or not x.numel() or x.requires_grad or not _float32_cpu(x, mu, theta, pi):
+    if not ENABLED or x.dim() < 1 or not x.numel() or x.requires_grad or not float32_cpu(x, mu, theta, pi):
         return None
     if mu.shape != x.shape or (pi is not None and pi.shape != x.shape):
         return None
@@ -42,10 +42,6 @@ def fused_nb_family(
     if count_range is None:
         return None
     return _FusedNBFamilyLogLik.apply(counts, mu, theta, pi, eps, *count_range).view(x.shape)
-
-
-def _float32_cpu(*tensors: Optional[torch.Tensor]) -> bool:
-    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)
 
 
 def _count_range(counts: torch.Tensor) -> Optional[Tuple[int, int]]:
@@ -183,7 +179,7 @@ def fused_nb_family_from_logits(
     """
     if not ENABLED or x.dim() != 2 or not x.numel() or x.requires_grad:
         return None
-    if not _float32_cpu(x, scale_logits, library, theta, pi):
+    if not float32_cpu(x, scale_logits, library, theta, pi):
         return None
     if scale_logits.shape != x.shape or (pi is not None and pi.shape != x.shape):
         return None

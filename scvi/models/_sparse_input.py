@@ -18,7 +18,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from scvi._compiled import address as _address
+from scvi._compiled import float32_cpu
 from scvi._compiled import kernels as _kernels
+from scvi._utils import LastTensorResult
 
 #: Whether the kernels are used where they apply (tests switch them off to compare both paths).
 ENABLED = _kernels is not None
@@ -64,22 +66,13 @@ def _build_structure(x: torch.Tensor) -> Optional[SparseStructure]:
     return SparseStructure(indptr, indices, values, col_ptr, row_indices, col_values)
 
 
-# The z and library encoders read the same input tensor: its structure is built once. The entry is
-# reused while the input is the same object, unmodified (its version counter); it holds a
-# reference to the input, so ``is`` stays valid.
-_last_structure: list = [None, -1, None]
+# The z and library encoders read the same input tensor: its structure is built once.
+_last_structure = LastTensorResult()
 
 
 def sparse_structure(x: torch.Tensor) -> Optional[SparseStructure]:
     """The structure of a contiguous 2-d float32 CPU tensor, or ``None`` when it is not sparse enough."""
-    if x.is_inference():  # no version counter: not cached
-        return _build_structure(x)
-    last_input, version, structure = _last_structure
-    if x is last_input and x._version == version:
-        return structure
-    structure = _build_structure(x)
-    _last_structure[:] = [x, x._version, structure]
-    return structure
+    return _last_structure.get(x, None, lambda: _build_structure(x))
 
 
 def sparse_input_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -101,8 +94,7 @@ def sparse_input_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     """
     if not ENABLED or x.dim() != 2 or x.requires_grad or x.shape[1] < MIN_INPUT_FEATURES or not x.shape[0]:
         return None
-    tensors = (x, weight) if bias is None else (x, weight, bias)
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+    if not float32_cpu(x, weight, bias):
         return None
     if not x.is_contiguous() or weight.shape[1] != x.shape[1] or x.shape[0] >= 2**31:
         return None
@@ -110,7 +102,6 @@ def sparse_input_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     if structure is None:
         return None
     return _SparseInputLinear.apply(x, weight, bias, structure)
-
 
 
 class _SparseInputLinear(torch.autograd.Function):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from scvi._compiled import kernels
+from scvi._utils import LastTensorResult
 
 from ._base import LATENT_DISTRIBUTIONS, check_option
 from ._base import reparameterize_gaussian as _reparameterize
@@ -102,20 +103,14 @@ def identity(x):
 
 
 # A model's encoders and decoders one-hot encode the same covariate (the minibatch's batch
-# indices) at every layer: the last encoding is reused while the index tensor is the same object,
-# unmodified (its version counter), in the same inference mode. The encoding is never modified
-# (it is only concatenated), and the cache holds a reference to the index, so ``is`` stays valid.
-_last_encoding: list = [None, -1, 0, False, None]
+# indices) at every layer: the last encoding is reused for the same, unmodified index tensor in
+# the same inference mode (an encoding made in inference mode cannot enter autograd). The encoding
+# is never modified: it is only concatenated.
+_last_encoding = LastTensorResult()
 
 
 def _one_hot_of_minibatch(index: torch.Tensor, n_cat: int) -> torch.Tensor:
-    last_index, version, last_n_cat, inference_mode, encoding = _last_encoding
-    current_mode = torch.is_inference_mode_enabled()
-    if index is last_index and index._version == version and n_cat == last_n_cat and inference_mode == current_mode:
-        return encoding
-    encoding = one_hot(index, n_cat)
-    _last_encoding[:] = [index, index._version, n_cat, current_mode, encoding]
-    return encoding
+    return _last_encoding.get(index, (n_cat, torch.is_inference_mode_enabled()), lambda: one_hot(index, n_cat))
 
 
 class FCLayers(nn.Module):

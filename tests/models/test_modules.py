@@ -191,3 +191,14 @@ def test_minibatch_one_hot_is_reused_only_for_the_same_unmodified_indices():
     with torch.inference_mode():
         inside = _one_hot_of_minibatch(index, 3)
     assert _one_hot_of_minibatch(index, 3) is not inside
+
+
+def test_minibatch_one_hot_of_an_inference_tensor():
+    """Indices made in inference mode have no version counter: encoded every time, not cached."""
+    from scvi.models.modules import _one_hot_of_minibatch
+
+    with torch.inference_mode():
+        index = torch.tensor([[1], [0]])
+        first = _one_hot_of_minibatch(index, 2)
+        torch.testing.assert_close(first, torch.eye(2)[[1, 0]])
+        assert _one_hot_of_minibatch(index, 2) is not first
