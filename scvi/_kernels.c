@@ -367,6 +367,18 @@ static Py_ssize_t table_rows_for(Py_ssize_t n_table_rows, Py_ssize_t max_count) 
     return n_table_rows > max_count + 1 ? max_count + 1 : n_table_rows;
 }
 
+/* The size arguments of nb_family / nb_family_logits: checked (else a ValueError naming the
+ * function) and n_table_rows clamped by table_rows_for; 0 when invalid. */
+static int check_nb_sizes(const char *function, Py_ssize_t n_rows, Py_ssize_t n_genes, Py_ssize_t max_count,
+                          Py_ssize_t *n_table_rows) {
+    if (n_rows < 0 || n_genes <= 0 || max_count < 0 || *n_table_rows < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: invalid sizes", function);
+        return 0;
+    }
+    *n_table_rows = table_rows_for(*n_table_rows, max_count);
+    return 1;
+}
+
 /* Allocate the workspace, fill what does not depend on the rows and point P at it; 0 when out
  * of memory (nothing to free then). Called without the GIL. */
 static int workspace_init(Workspace *w, Params *P, const float *theta, int64_t n_genes, int64_t n_table_rows,
@@ -429,11 +441,7 @@ static PyObject *py_nb_family(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KKKKKKKKnndnn", &ax, &amu, &atheta, &api, &aout, &ad_mu, &ad_theta, &ad_pi, &n_rows,
                           &n_genes, &eps_d, &max_count, &n_table_rows))
         return NULL;
-    if (n_rows < 0 || n_genes <= 0 || max_count < 0 || n_table_rows < 1) {
-        PyErr_SetString(PyExc_ValueError, "nb_family: invalid sizes");
-        return NULL;
-    }
-    n_table_rows = table_rows_for(n_table_rows, max_count);
+    if (!check_nb_sizes("nb_family", n_rows, n_genes, max_count, &n_table_rows)) return NULL;
     const float *x = (const float *)(uintptr_t)ax, *mu = (const float *)(uintptr_t)amu;
     const float *theta = (const float *)(uintptr_t)atheta, *pi = (const float *)(uintptr_t)api;
     float *out = (float *)(uintptr_t)aout, *d_mu = (float *)(uintptr_t)ad_mu;
@@ -533,11 +541,7 @@ static PyObject *py_nb_family_logits(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KKKKKKKKKKnndnn", &ax, &ah, &alib, &atheta, &api, &arow_ll, &ad_h, &ad_lib,
                           &ad_theta, &ad_pi, &n_rows, &n_genes, &eps_d, &max_count, &n_table_rows))
         return NULL;
-    if (n_rows < 0 || n_genes <= 0 || max_count < 0 || n_table_rows < 1) {
-        PyErr_SetString(PyExc_ValueError, "nb_family_logits: invalid sizes");
-        return NULL;
-    }
-    n_table_rows = table_rows_for(n_table_rows, max_count);
+    if (!check_nb_sizes("nb_family_logits", n_rows, n_genes, max_count, &n_table_rows)) return NULL;
     const float *x = (const float *)(uintptr_t)ax, *h = (const float *)(uintptr_t)ah;
     const float *library = (const float *)(uintptr_t)alib, *theta = (const float *)(uintptr_t)atheta;
     const float *pi = (const float *)(uintptr_t)api;
