@@ -19,8 +19,10 @@
  * gene, counts that are non-negative integers (integer_max() checks them).
  *
  * The same likelihood from the decoder's logits (nb_family_logits): the means
- * exp(library) softmax(h) of a row are computed, used and dropped in the thread's cache; each
- * cell's sum and its derivatives in h, library, theta and pi are all that is stored.
+ * exp(library) softmax(h + bias) of a row are computed, used and dropped in the thread's cache;
+ * each cell's sum and its derivatives in h, library, theta and pi are all that is stored, the
+ * derivatives in h and pi over the logits themselves (the caller's bias-free products of the
+ * decoder's last layers, which need no copy of the biases).
  *
  * Linear layers on mostly-zero inputs (sparse_structure, sparse_input_linear[_weight_grad]): an
  * encoder's first layer reads the counts, typically 90% zeros; sums of weight rows over the
@@ -486,21 +488,26 @@ static double row_sum(const float *a, int64_t n) {
     return total;
 }
 
-/* s = softmax(h) and mu = exp(library) s along one row (exp(h - max) / sum, as torch's softmax;
- * NaN and infinite logits give NaN rows as there). */
+/* s = softmax(h + bias) and mu = exp(library) s along one row (bias may be NULL; exp(v - max) / sum,
+ * as torch's softmax; NaN and infinite logits give NaN rows as there). h is only read here, so
+ * the caller may overwrite it afterwards (with the row's derivatives). */
 MULTIVERSION
-static void softmax_rate_row(const float *restrict h, float library, float *restrict s, float *restrict mu,
-                             int64_t n) {
+static void softmax_rate_row(const float *restrict h, const float *restrict bias, float library, float *restrict s,
+                             float *restrict mu, int64_t n) {
+    if (bias)
+        for (int64_t g = 0; g < n; g++) s[g] = h[g] + bias[g];
+    else
+        memcpy(s, h, (size_t)n * sizeof(float));
     float part[16];
     for (int j = 0; j < 16; j++) part[j] = -INFINITY;
     int64_t g = 0;
     for (; g + 16 <= n; g += 16)
-        for (int j = 0; j < 16; j++) part[j] = h[g + j] > part[j] ? h[g + j] : part[j];
+        for (int j = 0; j < 16; j++) part[j] = s[g + j] > part[j] ? s[g + j] : part[j];
     float m = -INFINITY;
     for (int j = 0; j < 16; j++) m = part[j] > m ? part[j] : m;
-    for (; g < n; g++) m = h[g] > m ? h[g] : m;
+    for (; g < n; g++) m = s[g] > m ? s[g] : m;
     for (g = 0; g < n; g++) {
-        float v = m - h[g];                          /* >= 0, or NaN */
+        float v = m - s[g];                     /* >= 0, or NaN */
         s[g] = v > 87.3f ? 0.0f : exp_neg_f(v); /* exp(-v) underflows to zero as expf would */
     }
     float inv_total = (float)(1.0 / row_sum(s, n)), rate = expf(library);
@@ -508,6 +515,15 @@ static void softmax_rate_row(const float *restrict h, float library, float *rest
         s[g] *= inv_total;
         mu[g] = rate * s[g];
     }
+}
+
+/* dst = src + bias (bias may be NULL) along one row. */
+MULTIVERSION
+static void add_bias_row(const float *restrict src, const float *restrict bias, float *restrict dst, int64_t n) {
+    if (bias)
+        for (int64_t g = 0; g < n; g++) dst[g] = src[g] + bias[g];
+    else
+        memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
 /* d/dh of the row's log-likelihood through mu = exp(library) softmax(h), from t = mu * d/dmu:
@@ -526,23 +542,26 @@ static void multiply_rows(const float *restrict a, const float *restrict b, floa
 }
 
 static const char nb_family_logits_doc[] =
-    "nb_family_logits(x, h, library, theta, pi, row_ll, d_h, d_library, d_theta, d_pi, n_rows, n_genes, eps,\n"
-    "                 max_count, n_table_rows)\n\n"
+    "nb_family_logits(x, h, h_bias, library, theta, pi, pi_bias, row_ll, d_h, d_library, d_theta, d_pi,\n"
+    "                 n_rows, n_genes, eps, max_count, n_table_rows)\n\n"
     "Per-row sums of the NB (pi == 0) or ZINB log-likelihood of the counts x with means\n"
-    "exp(library) * softmax(h) (float32, C-contiguous (n_rows, n_genes) arrays given by address;\n"
-    "library has one value per row, theta one per gene) into row_ll (n_rows). When d_h != 0, also\n"
-    "the derivatives of each row's sum in h, library (n_rows), theta (per element) and pi.\n"
-    "max_count is integer_max(x) (>= 0); tables cover counts below n_table_rows.";
+    "exp(library) * softmax(h + h_bias) and zero-inflation logits pi + pi_bias (float32, C-contiguous\n"
+    "(n_rows, n_genes) arrays given by address; the biases have one value per gene, or are 0 for\n"
+    "none; library has one value per row, theta one per gene) into row_ll (n_rows). When d_h != 0,\n"
+    "also the derivatives of each row's sum in h, library (n_rows), theta (per element) and pi; d_h\n"
+    "may be h and d_pi may be pi (overwritten in place). max_count is integer_max(x) (>= 0); tables\n"
+    "cover counts below n_table_rows.";
 
 static PyObject *py_nb_family_logits(PyObject *self, PyObject *args) {
-    unsigned long long ax, ah, alib, atheta, api, arow_ll, ad_h, ad_lib, ad_theta, ad_pi;
+    unsigned long long ax, ah, ah_bias, alib, atheta, api, api_bias, arow_ll, ad_h, ad_lib, ad_theta, ad_pi;
     Py_ssize_t n_rows, n_genes, max_count, n_table_rows;
     double eps_d;
-    if (!PyArg_ParseTuple(args, "KKKKKKKKKKnndnn", &ax, &ah, &alib, &atheta, &api, &arow_ll, &ad_h, &ad_lib,
-                          &ad_theta, &ad_pi, &n_rows, &n_genes, &eps_d, &max_count, &n_table_rows))
+    if (!PyArg_ParseTuple(args, "KKKKKKKKKKKKnndnn", &ax, &ah, &ah_bias, &alib, &atheta, &api, &api_bias, &arow_ll,
+                          &ad_h, &ad_lib, &ad_theta, &ad_pi, &n_rows, &n_genes, &eps_d, &max_count, &n_table_rows))
         return NULL;
     if (!check_nb_sizes("nb_family_logits", n_rows, n_genes, max_count, &n_table_rows)) return NULL;
     const float *x = (const float *)(uintptr_t)ax, *h = (const float *)(uintptr_t)ah;
+    const float *h_bias = (const float *)(uintptr_t)ah_bias, *pi_bias = (const float *)(uintptr_t)api_bias;
     const float *library = (const float *)(uintptr_t)alib, *theta = (const float *)(uintptr_t)atheta;
     const float *pi = (const float *)(uintptr_t)api;
     float *row_ll = (float *)(uintptr_t)arow_ll, *d_h = (float *)(uintptr_t)ad_h;
@@ -560,16 +579,20 @@ static PyObject *py_nb_family_logits(PyObject *self, PyObject *args) {
     if (ok) {
 #pragma omp parallel if (parallel) reduction(& : scratch_ok)
         {
-            /* the row's softmax, means, element-wise log-likelihood and d/dmu */
-            float *scratch = malloc(4 * G * sizeof(float));
+            /* the row's softmax, means, element-wise log-likelihood, d/dmu and zero-inflation
+             * logits: the row's h and pi are read into these before d_h and d_pi (which may be
+             * the same memory) are written */
+            float *scratch = malloc(5 * G * sizeof(float));
             workspace_build_tables(&w, &P);
             float *s = scratch, *mu = scratch + G, *ll = scratch + 2 * G, *d_mu = scratch + 3 * G;
+            float *pi_row = scratch + 4 * G;
 #pragma omp for schedule(static)
             for (Py_ssize_t i = 0; i < n_rows; i++) {
                 if (!scratch) continue;
                 size_t o = (size_t)i * G;
-                softmax_rate_row(h + o, library[i], s, mu, n_genes);
-                nb_family_row(&P, &w, x + o, mu, pi ? pi + o : NULL, ll, grads ? d_mu : NULL,
+                softmax_rate_row(h + o, h_bias, library[i], s, mu, n_genes);
+                if (pi) add_bias_row(pi + o, pi_bias, pi_row, n_genes);
+                nb_family_row(&P, &w, x + o, mu, pi ? pi_row : NULL, ll, grads ? d_mu : NULL,
                               grads ? d_theta + o : NULL, grads && pi ? d_pi + o : NULL);
                 row_ll[i] = (float)row_sum(ll, n_genes);
                 if (grads) {

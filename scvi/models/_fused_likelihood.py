@@ -139,84 +139,113 @@ def _scale_derivatives(grad, row_stride, col_stride, d_mu, d_theta, d_pi, needs_
     return grad_mu, grad_theta, grad_pi
 
 
-def fused_nb_family_from_logits(
+def fused_nb_family_from_hidden(
     x: torch.Tensor,
-    scale_logits: torch.Tensor,
+    hidden: torch.Tensor,
+    scale_layer: torch.nn.Linear,
+    dropout_layer: Optional[torch.nn.Linear],
     library: torch.Tensor,
     theta: torch.Tensor,
-    pi: Optional[torch.Tensor],
     eps: float,
 ) -> Optional[torch.Tensor]:
-    """Per-cell NB / ZINB log-likelihood with means ``exp(library) * softmax(scale_logits)``, or ``None``.
+    """Per-cell NB / ZINB log-likelihood of the counts from the decoder's last hidden layer, or ``None``.
 
-    The sum over genes of ``log_nb_positive(x, mu, theta)`` (``pi is None``) or
-    ``log_zinb_positive(x, mu, theta, pi)`` with ``mu = exp(library) * softmax(scale_logits, -1)``,
-    as scVI's decoder and reconstruction loss compute it, in one kernel call: the softmax, the means
-    and the element-wise values are never stored, and the backward pass scales the stored
-    derivatives in ``scale_logits``, ``library``, ``theta`` and ``pi``.
+    The sum over genes of ``log_nb_positive(x, mu, theta)`` (``dropout_layer is None``) or
+    ``log_zinb_positive(x, mu, theta, pi)`` with ``mu = exp(library) * softmax(scale_layer(hidden))``
+    and ``pi = dropout_layer(hidden)``, as scVI's decoder and reconstruction loss compute them.
+    The two products with the layers' weights are the only dense ``(n, n_genes)`` results; one
+    kernel call adds the biases and computes the softmax, the means, the likelihood and its
+    derivatives (written over those products), and the backward pass applies the per-cell
+    gradient to the ``(n, n_hidden)`` side of the products rather than to the
+    ``(n, n_genes)`` derivatives.
 
     Parameters
     ----------
     x
         Counts, shape ``(n, n_genes)``.
-    scale_logits
-        Logits of the normalised expression, shape ``(n, n_genes)``.
+    hidden
+        Output of the decoder's hidden layers, shape ``(n, n_hidden)``.
+    scale_layer
+        The linear layer giving the logits of the normalised expression (``n_hidden -> n_genes``).
+    dropout_layer
+        The linear layer giving the zero-inflation logits, or ``None`` for the NB.
     library
         Log library sizes, shape ``(n, 1)``.
     theta
         Inverse dispersions, shape ``(n_genes,)`` (or ``(1, n_genes)``).
-    pi
-        Zero-inflation logits, shape ``(n, n_genes)``, or ``None`` for the NB.
     eps
         The constant inside the logarithms.
 
     Returns
     -------
     torch.Tensor or None
-        Shape ``(n,)``; ``None`` where the kernel does not apply (then compute the decoder's
-        outputs and the likelihood with torch operations): not float32 CPU tensors of these
-        shapes, or counts that are not non-negative integers below ``2**24``.
+        Shape ``(n,)``, differentiable in ``hidden``, the layers' parameters, ``library`` and
+        ``theta``; ``None`` where the kernel does not apply (then decode and compute the
+        likelihood with torch operations): not float32 CPU tensors of these shapes, or counts
+        that are not non-negative integers below ``2**24``.
     """
-    if not ENABLED or x.dim() != 2 or not x.numel() or x.requires_grad:
+    if not ENABLED or x.dim() != 2 or not x.numel() or x.requires_grad or hidden.dim() != 2:
         return None
-    if not float32_cpu(x, scale_logits, library, theta, pi):
+    layers = [scale_layer] if dropout_layer is None else [scale_layer, dropout_layer]
+    parameters = [p for layer in layers for p in (layer.weight, layer.bias)]
+    if not float32_cpu(x, hidden, library, theta, *parameters):
         return None
-    if scale_logits.shape != x.shape or (pi is not None and pi.shape != x.shape):
+    n_rows, n_genes = x.shape
+    if hidden.shape[0] != n_rows or library.shape != (n_rows, 1) or theta.numel() != n_genes:
         return None
-    if library.shape != (x.shape[0], 1) or theta.numel() != x.shape[1]:
+    if any(layer.weight.shape != (n_genes, hidden.shape[1]) for layer in layers):
+        return None
+    if any(layer.bias is not None and layer.bias.shape != (n_genes,) for layer in layers):
         return None
     counts = x.contiguous()
     count_range = _count_range(counts)
     if count_range is None:
         return None
-    return _FusedLogitsNBFamilyLogLik.apply(counts, scale_logits, library, theta, pi, eps, *count_range)
+    if dropout_layer is None:
+        parameters = [scale_layer.weight, scale_layer.bias, None, None]
+    else:
+        parameters = [scale_layer.weight, scale_layer.bias, dropout_layer.weight, dropout_layer.bias]
+    return _FusedHiddenNBFamilyLogLik.apply(counts, hidden, *parameters, library, theta, eps, *count_range)
 
 
-class _FusedLogitsNBFamilyLogLik(torch.autograd.Function):
-    """Autograd wrapper of ``nb_family_logits``: forward stores the derivatives of each cell's sum,
-    backward scales them by the incoming per-cell gradient (``nb_family_backward`` with the
-    gradient broadcast along genes)."""
+class _FusedHiddenNBFamilyLogLik(torch.autograd.Function):
+    """Autograd wrapper of the decoder's last layers and ``nb_family_logits``.
+
+    Forward: ``h = hidden @ W_scale^T`` and ``pi = hidden @ W_dropout^T`` (no bias: the kernel adds
+    it), then the kernel, which writes the derivatives of each cell's sum in the logits over ``h``
+    and ``pi``. Backward, with ``c`` the gradient of each cell's sum: ``W^T``-gradients
+    ``d^T (c * hidden)``, bias gradients ``d^T c``, ``hidden``-gradient ``c * (d_h W_scale + d_pi W_dropout)``,
+    the ``theta`` gradient from ``nb_family_backward`` (summed over cells in double).
+    """
 
     @staticmethod
-    def forward(ctx, counts, scale_logits, library, theta, pi, eps, max_count, table_rows):
+    def forward(
+        ctx, counts, hidden, scale_weight, scale_bias, dropout_weight, dropout_bias, library, theta, eps, max_count, table_rows
+    ):
         n_rows, n_genes = counts.shape
         ctx.theta_shape = theta.shape
-        logits = scale_logits.detach().contiguous()
+        hidden = hidden.detach()
         library_flat = library.detach().reshape(n_rows).contiguous()
         theta_flat = theta.detach().reshape(n_genes).contiguous()
-        pi_rows = None if pi is None else pi.detach().contiguous()
+        scale_weight, dropout_weight = scale_weight.detach(), _detached(dropout_weight)
+        scale_bias, dropout_bias = _contiguous(scale_bias), _contiguous(dropout_bias)
+        logits = torch.mm(hidden, scale_weight.t())
+        pi = None if dropout_weight is None else torch.mm(hidden, dropout_weight.t())
         row_ll = torch.empty(n_rows, dtype=torch.float32)
-        wants_grads = any(ctx.needs_input_grad[1:5])
-        d_h = torch.empty_like(counts) if wants_grads else None
+        wants_grads = any(ctx.needs_input_grad[1:8])
+        # the derivatives in the logits overwrite the logits (the kernel reads each row first)
+        d_h = logits if wants_grads else None
+        d_pi = pi if wants_grads else None
         d_library = torch.empty(n_rows, dtype=torch.float32) if wants_grads else None
         d_theta = torch.empty_like(counts) if wants_grads else None
-        d_pi = torch.empty_like(counts) if wants_grads and pi is not None else None
         _kernels.nb_family_logits(
             counts.data_ptr(),
             logits.data_ptr(),
+            _address(scale_bias),
             library_flat.data_ptr(),
             theta_flat.data_ptr(),
-            _address(pi_rows),
+            _address(pi),
+            _address(dropout_bias),
             row_ll.data_ptr(),
             _address(d_h),
             _address(d_library),
@@ -224,26 +253,43 @@ class _FusedLogitsNBFamilyLogLik(torch.autograd.Function):
             _address(d_pi),
             *_size_arguments(counts, eps, max_count, table_rows),
         )
-        ctx.save_for_backward(d_h, d_library, d_theta, d_pi)
+        if wants_grads:
+            ctx.save_for_backward(hidden, scale_weight, dropout_weight, d_h, d_library, d_theta, d_pi)
         return row_ll
 
     @staticmethod
     def backward(ctx, grad):
-        d_h, d_library, d_theta, d_pi = ctx.saved_tensors
-        needs_h, needs_library, needs_theta, needs_pi = ctx.needs_input_grad[1:5]
+        hidden, scale_weight, dropout_weight, d_h, d_library, d_theta, d_pi = ctx.saved_tensors
+        needs = ctx.needs_input_grad
         grad = grad.to(torch.float32).contiguous()
-        # one gradient per row, broadcast along the genes (column stride 0)
-        grad_h, grad_theta, grad_pi = _scale_derivatives(
-            grad, 1, 0, d_h, d_theta, d_pi, needs_h, needs_theta, needs_pi
-        )
-        grad_library = (grad * d_library).unsqueeze(1) if needs_library else None
-        return (
-            None,
-            grad_h,
-            grad_library,
-            None if grad_theta is None else grad_theta.view(ctx.theta_shape),
-            grad_pi,
-            None,
-            None,
-            None,
-        )
+        grad_column = grad.unsqueeze(1)
+        grads = [None] * 11
+        if needs[2] or needs[4]:
+            scaled_hidden = hidden * grad_column
+            if needs[2]:
+                grads[2] = torch.mm(d_h.t(), scaled_hidden)
+            if needs[4]:
+                grads[4] = torch.mm(d_pi.t(), scaled_hidden)
+        if needs[3]:
+            grads[3] = torch.mv(d_h.t(), grad)
+        if needs[5]:
+            grads[5] = torch.mv(d_pi.t(), grad)
+        if needs[1]:
+            grad_hidden = torch.mm(d_h, scale_weight)
+            if d_pi is not None:
+                grad_hidden.addmm_(d_pi, dropout_weight)
+            grads[1] = grad_hidden.mul_(grad_column)
+        if needs[6]:
+            grads[6] = (grad * d_library).unsqueeze(1)
+        if needs[7]:
+            _, grad_theta, _ = _scale_derivatives(grad, 1, 0, d_h, d_theta, None, False, True, False)
+            grads[7] = grad_theta.view(ctx.theta_shape)
+        return tuple(grads)
+
+
+def _detached(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if tensor is None else tensor.detach()
+
+
+def _contiguous(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if tensor is None else tensor.detach().contiguous()

@@ -376,8 +376,9 @@ class DecoderSCVI(nn.Module):
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """:meth:`forward` up to the softmax.
 
-        The training loss of :class:`~scvi.models.VAE` takes the logits to a fused kernel that
-        applies the softmax and the library size itself (:meth:`scale_and_rate` otherwise).
+        The training loss of :class:`~scvi.models.VAE` goes from ``px_decoder``'s output to a
+        fused kernel that applies the last layers' biases, the softmax and the library size
+        itself (:meth:`logits_from_hidden` and :meth:`scale_and_rate` otherwise).
 
         Parameters
         ----------
@@ -391,7 +392,25 @@ class DecoderSCVI(nn.Module):
             inverse dispersion (``'gene-cell'``) or ``None``, and zero-inflation logits, each of
             shape ``(..., n_output)``.
         """
-        px = self.px_decoder(z, *cat_list)
+        return self.logits_from_hidden(dispersion, self.px_decoder(z, *cat_list))
+
+    def logits_from_hidden(
+        self, dispersion: str, px: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """:meth:`decode_logits` from the output of the hidden layers ``px_decoder``.
+
+        Parameters
+        ----------
+        dispersion
+            As in :meth:`forward`.
+        px
+            Output of ``px_decoder``, shape ``(..., n_hidden)``.
+
+        Returns
+        -------
+        tuple
+            As :meth:`decode_logits`.
+        """
         px_scale_logits = self.px_scale_decoder[0](px)
         px_dropout = self.px_dropout_decoder(px)
         px_r = self.px_r_decoder(px) if dispersion == "gene-cell" else None

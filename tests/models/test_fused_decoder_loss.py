@@ -1,6 +1,7 @@
-"""The fused decoder loss: softmax, library size and NB / ZINB log-likelihood in one kernel call.
+"""The fused decoder loss: the decoder's last layers, softmax, library size and NB / ZINB
+log-likelihood in one autograd step.
 
-``fused_nb_family_from_logits`` against a float64 reference, and ``VAE.forward`` with and without
+``fused_nb_family_from_hidden`` against a float64 reference, and ``VAE.forward`` with and without
 the fused path (same losses, same gradients, the same fallbacks as the usual path).
 """
 import numpy as np
@@ -16,13 +17,28 @@ requires_kernel = pytest.mark.skipif(
     reason="compiled kernels unavailable: scvi._kernels not built (no C compiler) or SCVI_COMPILED_KERNELS=0",
 )
 
+N_HIDDEN = 16
+
+
+def _linear(weight, bias) -> torch.nn.Linear:
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight))
+        layer.bias.copy_(torch.tensor(bias))
+    return layer
+
 
 def _decoder_outputs(n=48, g=53, seed=0, zero_inflated=True):
-    """Counts (zeros, small counts, counts beyond the kernel's tables), logits spanning a wide
-    range (one gene far below the others), log library sizes, inverse dispersions, zi logits."""
+    """Counts (zeros, small counts, counts beyond the kernel's tables), the decoder's hidden layer,
+    its two last layers (logits spanning a wide range: one gene far below the others), log library
+    sizes and inverse dispersions."""
     rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 2, size=(n, g))
-    logits[:, 5] = -60.0  # softmax underflows to 0 for this gene
+    hidden = rng.normal(0, 1, size=(n, N_HIDDEN))
+    scale_bias = rng.normal(0, 1, size=g)
+    scale_bias[5] = -60.0  # softmax underflows to 0 for this gene
+    scale_layer = _linear(rng.normal(0, 0.5, size=(g, N_HIDDEN)), scale_bias)
+    dropout_layer = _linear(rng.normal(0, 0.7, size=(g, N_HIDDEN)), rng.normal(0, 1, size=g)) if zero_inflated else None
+    logits = hidden @ scale_layer.weight.detach().double().numpy().T + scale_bias
     library = rng.normal(7, 1.5, size=(n, 1))
     theta = np.exp(rng.uniform(-4, 6, size=g))
     mu = np.exp(library) * np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -31,35 +47,44 @@ def _decoder_outputs(n=48, g=53, seed=0, zero_inflated=True):
     counts[1, :3] = [300, 5000, 70000]
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32).requires_grad_()  # noqa: E731
     x = torch.tensor(counts, dtype=torch.float32)
-    pi = as_tensor(rng.normal(0, 3, size=(n, g))) if zero_inflated else None
-    return x, as_tensor(logits), as_tensor(library), as_tensor(theta), pi
+    return x, as_tensor(hidden), scale_layer, dropout_layer, as_tensor(library), as_tensor(theta)
 
 
-def _reference(x, logits, library, theta, pi):
-    """The unfused formula in float64: ``-loss`` of the decoder outputs, per cell."""
-    as64 = lambda t: None if t is None else t.detach().double().requires_grad_()  # noqa: E731
-    logits, library, theta, pi = as64(logits), as64(library), as64(theta), as64(pi)
-    mu = torch.exp(library) * torch.softmax(logits, dim=-1)
+def _differentiable(hidden, scale_layer, dropout_layer, library, theta):
+    layers = [scale_layer] if dropout_layer is None else [scale_layer, dropout_layer]
+    return [hidden, *[p for layer in layers for p in (layer.weight, layer.bias)], library, theta]
+
+
+def _reference(x, hidden, scale_layer, dropout_layer, library, theta):
+    """The unfused formula in float64: ``-loss`` of the decoder outputs, per cell, and its inputs."""
+    inputs = [t.detach().double().requires_grad_() for t in _differentiable(hidden, scale_layer, dropout_layer, library, theta)]
+    hidden64, weight, bias, *rest = inputs
+    library64, theta64 = rest[-2:]
+    mu = torch.exp(library64) * torch.softmax(hidden64 @ weight.T + bias, dim=-1)
     x = x.double()
-    value = log_zinb_positive(x, mu, theta, pi) if pi is not None else log_nb_positive(x, mu, theta)
-    return value.sum(-1), [t for t in (logits, library, theta, pi) if t is not None]
+    if dropout_layer is None:
+        value = log_nb_positive(x, mu, theta64)
+    else:
+        value = log_zinb_positive(x, mu, theta64, hidden64 @ rest[0].T + rest[1])
+    return value.sum(-1), inputs
 
 
 @requires_kernel
 @pytest.mark.parametrize("zero_inflated", [True, False])
 def test_values_and_gradients_match_the_float64_formula(zero_inflated):
-    x, logits, library, theta, pi = _decoder_outputs(zero_inflated=zero_inflated)
+    x, hidden, scale_layer, dropout_layer, library, theta = data = _decoder_outputs(zero_inflated=zero_inflated)
     weights = torch.randn(x.shape[0], generator=torch.Generator().manual_seed(1))
-    out = fused.fused_nb_family_from_logits(x, logits, library, theta, pi, 1e-8)
+    out = fused.fused_nb_family_from_hidden(*data, 1e-8)
     assert out.shape == (x.shape[0],) and out.dtype == torch.float32
-    reference, reference_inputs = _reference(x, logits, library, theta, pi)
+    reference, reference_inputs = _reference(*data)
     # each cell sums ~50 terms up to ~1e5 (the large counts): float32 rounding of those terms
     np.testing.assert_allclose(out.detach().double().numpy(), reference.detach().numpy(), rtol=2e-6, atol=5e-3)
 
-    inputs = [t for t in (logits, library, theta, pi) if t is not None]
+    inputs = _differentiable(hidden, scale_layer, dropout_layer, library, theta)
     grads = torch.autograd.grad((out * weights).sum(), inputs)
     reference_grads = torch.autograd.grad((reference * weights.double()).sum(), reference_inputs)
-    for name, grad, expected in zip(["logits", "library", "theta", "pi"], grads, reference_grads):
+    names = ["hidden", "scale weight", "scale bias", "dropout weight", "dropout bias"][: len(inputs) - 2]
+    for name, grad, expected in zip(names + ["library", "theta"], grads, reference_grads):
         assert grad.shape == expected.shape, name
         scale = expected.abs().max().item()
         error = (grad.double() - expected).abs().max().item()
@@ -67,34 +92,64 @@ def test_values_and_gradients_match_the_float64_formula(zero_inflated):
 
 
 @requires_kernel
+def test_inputs_are_left_unchanged_and_backward_can_run_twice():
+    """The kernel writes its derivatives over the layers' products, never over an input, and the
+    backward pass only reads what it saved (so a retained graph gives the same gradients again)."""
+    data = _decoder_outputs()
+    inputs = _differentiable(*data[1:])
+    before = [t.detach().clone() for t in inputs]
+    out = fused.fused_nb_family_from_hidden(*data, 1e-8)
+    first = torch.autograd.grad(out.sum(), inputs, retain_graph=True)
+    second = torch.autograd.grad(out.sum(), inputs)
+    for original, tensor in zip(before, inputs):
+        assert torch.equal(original, tensor.detach())
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@requires_kernel
+def test_only_the_requested_gradients_are_computed():
+    x, hidden, scale_layer, dropout_layer, library, theta = _decoder_outputs()
+    hidden = hidden.detach()
+    for layer in (scale_layer, dropout_layer):
+        layer.bias.requires_grad_(False)
+    out = fused.fused_nb_family_from_hidden(x, hidden, scale_layer, dropout_layer, library, theta, 1e-8)
+    out.sum().backward()
+    assert scale_layer.weight.grad is not None and dropout_layer.weight.grad is not None
+    assert scale_layer.bias.grad is None and dropout_layer.bias.grad is None
+    assert library.grad is not None and theta.grad is not None
+
+
+@requires_kernel
 def test_without_gradients_only_values_are_computed():
-    x, logits, library, theta, pi = _decoder_outputs()
+    data = _decoder_outputs()
     with torch.no_grad():
-        out = fused.fused_nb_family_from_logits(x, logits, library, theta, pi, 1e-8)
-    reference, _ = _reference(x, logits, library, theta, pi)
+        out = fused.fused_nb_family_from_hidden(*data, 1e-8)
+    reference, _ = _reference(*data)
     assert not out.requires_grad
     np.testing.assert_allclose(out.double().numpy(), reference.detach().numpy(), rtol=2e-6, atol=5e-3)
 
 
 @requires_kernel
 def test_non_finite_logits_give_non_finite_cells_only():
-    x, logits, library, theta, pi = _decoder_outputs()
+    x, hidden, scale_layer, dropout_layer, library, theta = _decoder_outputs()
     with torch.no_grad():
-        logits[3, 7] = float("nan")
-        logits[4, 2] = float("inf")
-        out = fused.fused_nb_family_from_logits(x, logits, library, theta, pi, 1e-8)
+        hidden[3, 7] = float("nan")
+        hidden[4, 2] = float("inf")
+        out = fused.fused_nb_family_from_hidden(x, hidden, scale_layer, dropout_layer, library, theta, 1e-8)
     assert torch.isnan(out[3]) and torch.isnan(out[4])
     assert torch.isfinite(out[[0, 1, 2, 5]]).all()
 
 
 @requires_kernel
 @pytest.mark.parametrize(
-    "case", ["float64", "fractional counts", "negative counts", "counts need gradients", "3-d", "library shape"]
+    "case",
+    ["float64", "fractional counts", "negative counts", "counts need gradients", "3-d", "library shape", "layer width"],
 )
 def test_inputs_outside_the_kernel_return_none(case):
-    x, logits, library, theta, pi = _decoder_outputs()
+    x, hidden, scale_layer, dropout_layer, library, theta = _decoder_outputs()
     if case == "float64":
-        x, logits = x.double(), logits.double()
+        x, hidden = x.double(), hidden.double()
     elif case == "fractional counts":
         x = x + 0.5
     elif case == "negative counts":
@@ -103,10 +158,12 @@ def test_inputs_outside_the_kernel_return_none(case):
     elif case == "counts need gradients":
         x = x.clone().requires_grad_()
     elif case == "3-d":
-        x, logits, pi = x[None], logits[None], pi[None]
+        x, hidden = x[None], hidden[None]
     elif case == "library shape":
         library = library.view(-1)
-    assert fused.fused_nb_family_from_logits(x, logits, library, theta, pi, 1e-8) is None
+    elif case == "layer width":
+        dropout_layer = torch.nn.Linear(N_HIDDEN, x.shape[1] + 1)
+    assert fused.fused_nb_family_from_hidden(x, hidden, scale_layer, dropout_layer, library, theta, 1e-8) is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,7 +196,7 @@ def _loss_and_grads(model, minibatch, fused_path: bool, monkeypatch):
 @pytest.fixture
 def fused_calls(record_calls):
     """Whether each call of the fused decoder loss applied (returned a value)."""
-    return record_calls(fused, "fused_nb_family_from_logits", record=lambda args, result: result is not None)
+    return record_calls(fused, "fused_nb_family_from_hidden", record=lambda args, result: result is not None)
 
 
 @requires_kernel
