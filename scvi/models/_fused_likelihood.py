@@ -264,20 +264,19 @@ class _FusedHiddenNBFamilyLogLik(torch.autograd.Function):
         grad = grad.to(torch.float32).contiguous()
         grad_column = grad.unsqueeze(1)
         grads = [None] * 11
-        if needs[2] or needs[4]:
-            scaled_hidden = hidden * grad_column
-            if needs[2]:
-                grads[2] = torch.mm(d_h.t(), scaled_hidden)
-            if needs[4]:
-                grads[4] = torch.mm(d_pi.t(), scaled_hidden)
-        if needs[3]:
-            grads[3] = torch.mv(d_h.t(), grad)
-        if needs[5]:
-            grads[5] = torch.mv(d_pi.t(), grad)
+        scaled_hidden = hidden * grad_column if needs[2] or needs[4] else None
+        grad_hidden = None
+        # each (n, n_genes) derivative is read by its three products in a row, while in cache
+        for d, weight, weight_index in ((d_h, scale_weight, 2), (d_pi, dropout_weight, 4)):
+            if d is None:
+                continue
+            if needs[weight_index]:
+                grads[weight_index] = torch.mm(d.t(), scaled_hidden)
+            if needs[1]:
+                grad_hidden = torch.mm(d, weight) if grad_hidden is None else grad_hidden.addmm_(d, weight)
+            if needs[weight_index + 1]:
+                grads[weight_index + 1] = torch.mv(d.t(), grad)
         if needs[1]:
-            grad_hidden = torch.mm(d_h, scale_weight)
-            if d_pi is not None:
-                grad_hidden.addmm_(d_pi, dropout_weight)
             grads[1] = grad_hidden.mul_(grad_column)
         if needs[6]:
             grads[6] = (grad * d_library).unsqueeze(1)
