@@ -186,25 +186,22 @@ def fused_nb_family_from_hidden(
     """
     if not ENABLED or x.dim() != 2 or not x.numel() or x.requires_grad or hidden.dim() != 2:
         return None
-    layers = [scale_layer] if dropout_layer is None else [scale_layer, dropout_layer]
-    parameters = [p for layer in layers for p in (layer.weight, layer.bias)]
+    dropout_parameters = (None, None) if dropout_layer is None else (dropout_layer.weight, dropout_layer.bias)
+    parameters = (scale_layer.weight, scale_layer.bias, *dropout_parameters)
     if not float32_cpu(x, hidden, library, theta, *parameters):
         return None
     n_rows, n_genes = x.shape
     if hidden.shape[0] != n_rows or library.shape != (n_rows, 1) or theta.numel() != n_genes:
         return None
-    if any(layer.weight.shape != (n_genes, hidden.shape[1]) for layer in layers):
+    weights, biases = parameters[0::2], parameters[1::2]
+    if any(weight is not None and weight.shape != (n_genes, hidden.shape[1]) for weight in weights):
         return None
-    if any(layer.bias is not None and layer.bias.shape != (n_genes,) for layer in layers):
+    if any(bias is not None and bias.shape != (n_genes,) for bias in biases):
         return None
     counts = x.contiguous()
     count_range = _count_range(counts)
     if count_range is None:
         return None
-    if dropout_layer is None:
-        parameters = [scale_layer.weight, scale_layer.bias, None, None]
-    else:
-        parameters = [scale_layer.weight, scale_layer.bias, dropout_layer.weight, dropout_layer.bias]
     return _FusedHiddenNBFamilyLogLik.apply(counts, hidden, *parameters, library, theta, eps, *count_range)
 
 
@@ -220,7 +217,7 @@ class _FusedHiddenNBFamilyLogLik(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, counts, hidden, scale_weight, scale_bias, dropout_weight, dropout_bias, library, theta, eps, max_count, table_rows
+        ctx, counts, hidden, scale_weight, scale_bias, dropout_weight, dropout_bias, library, theta, eps, *count_range
     ):
         n_rows, n_genes = counts.shape
         ctx.theta_shape = theta.shape
@@ -251,7 +248,7 @@ class _FusedHiddenNBFamilyLogLik(torch.autograd.Function):
             _address(d_library),
             _address(d_theta),
             _address(d_pi),
-            *_size_arguments(counts, eps, max_count, table_rows),
+            *_size_arguments(counts, eps, *count_range),
         )
         if wants_grads:
             ctx.save_for_backward(hidden, scale_weight, dropout_weight, d_h, d_library, d_theta, d_pi)

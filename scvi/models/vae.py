@@ -279,8 +279,8 @@ class VAE(nn.Module):
     # The default decoder, likelihood and dispersion on the CPU: the training loss goes from the
     # decoder's hidden layer to the per-cell loss in one autograd step (the last layers' products,
     # then one kernel call for their biases, the softmax, library size, NB / ZINB and their
-    # gradients): about 5% off a training step against the same operations in torch, and 2-3%
-    # against the kernel behind torch's linear layers.
+    # gradients): about 5% off a training step against the same operations in torch (and a few
+    # fewer full-size passes than the kernel behind torch's linear layers).
     _FUSED_LOSS_PATH = ("inference", "_inference", "_decode", "_dispersion", "get_reconstruction_loss")
 
     def _fused_loss_applies(self) -> bool:

@@ -57,7 +57,8 @@ def _differentiable(hidden, scale_layer, dropout_layer, library, theta):
 
 def _reference(x, hidden, scale_layer, dropout_layer, library, theta):
     """The unfused formula in float64: ``-loss`` of the decoder outputs, per cell, and its inputs."""
-    inputs = [t.detach().double().requires_grad_() for t in _differentiable(hidden, scale_layer, dropout_layer, library, theta)]
+    differentiable = _differentiable(hidden, scale_layer, dropout_layer, library, theta)
+    inputs = [t.detach().double().requires_grad_() for t in differentiable]
     hidden64, weight, bias, *rest = inputs
     library64, theta64 = rest[-2:]
     mu = torch.exp(library64) * torch.softmax(hidden64 @ weight.T + bias, dim=-1)
