@@ -488,16 +488,22 @@ static double row_sum(const float *a, int64_t n) {
     return total;
 }
 
+/* dst = src + bias (bias may be NULL) along one row. */
+MULTIVERSION
+static void add_bias_row(const float *restrict src, const float *restrict bias, float *restrict dst, int64_t n) {
+    if (bias)
+        for (int64_t g = 0; g < n; g++) dst[g] = src[g] + bias[g];
+    else
+        memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
 /* s = softmax(h + bias) and mu = exp(library) s along one row (bias may be NULL; exp(v - max) / sum,
  * as torch's softmax; NaN and infinite logits give NaN rows as there). h is only read here, so
  * the caller may overwrite it afterwards (with the row's derivatives). */
 MULTIVERSION
 static void softmax_rate_row(const float *restrict h, const float *restrict bias, float library, float *restrict s,
                              float *restrict mu, int64_t n) {
-    if (bias)
-        for (int64_t g = 0; g < n; g++) s[g] = h[g] + bias[g];
-    else
-        memcpy(s, h, (size_t)n * sizeof(float));
+    add_bias_row(h, bias, s, n);
     float part[16];
     for (int j = 0; j < 16; j++) part[j] = -INFINITY;
     int64_t g = 0;
@@ -515,15 +521,6 @@ static void softmax_rate_row(const float *restrict h, const float *restrict bias
         s[g] *= inv_total;
         mu[g] = rate * s[g];
     }
-}
-
-/* dst = src + bias (bias may be NULL) along one row. */
-MULTIVERSION
-static void add_bias_row(const float *restrict src, const float *restrict bias, float *restrict dst, int64_t n) {
-    if (bias)
-        for (int64_t g = 0; g < n; g++) dst[g] = src[g] + bias[g];
-    else
-        memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
 /* d/dh of the row's log-likelihood through mu = exp(library) softmax(h), from t = mu * d/dmu:
