@@ -1003,6 +1003,350 @@ static PyObject *py_dropout_mask(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The small layers of scVI's encoders and decoder (training step, scvi.models._fused_step)     */
+/*
+ * Between the large products, a training step of the default VAE runs about two hundred torch
+ * operations on (cells, n_hidden) and (cells, n_latent) tensors: batch norm, ReLU, dropout, the
+ * Gaussian heads, the reparameterisation, the KL terms and all their gradients. Each costs a few
+ * microseconds of dispatch for well under a microsecond of arithmetic. These loops do the same
+ * work in a handful of calls, in the order and precision torch uses (batch statistics summed in
+ * double; running variance unbiased).
+ */
+
+/* out = relu(gamma (a - mean) invstd + beta) [* mask] over the batch statistics of the columns
+ * of a (n, c); updates the running statistics as torch's BatchNorm1d (momentum, unbiased
+ * variance) and counts the batch. */
+MULTIVERSION
+static void bn_relu_forward(const float *a, int64_t n, int64_t c, const float *gamma, const float *beta,
+                            float *running_mean, float *running_var, int64_t *num_batches, double momentum,
+                            double eps, const float *mask, float *out, float *save_mean, float *save_invstd) {
+    double *sum = calloc((size_t)(2 * c), sizeof(double)), *sq = sum + c;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) sum[j] += a[i * c + j];
+    for (int64_t j = 0; j < c; j++) sum[j] /= (double)n;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            double d = a[i * c + j] - sum[j];
+            sq[j] += d * d;
+        }
+    for (int64_t j = 0; j < c; j++) {
+        double var = sq[j] / (double)n;
+        save_mean[j] = (float)sum[j];
+        save_invstd[j] = (float)(1.0 / sqrt(var + eps));
+        running_mean[j] = (float)((1.0 - momentum) * running_mean[j] + momentum * sum[j]);
+        double unbiased = n > 1 ? sq[j] / (double)(n - 1) : var;
+        running_var[j] = (float)((1.0 - momentum) * running_var[j] + momentum * unbiased);
+    }
+    if (num_batches != NULL) *num_batches += 1;
+    free(sum);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            float y = gamma[j] * ((a[i * c + j] - save_mean[j]) * save_invstd[j]) + beta[j];
+            y = y > 0.0f ? y : 0.0f;
+            out[i * c + j] = mask != NULL ? y * mask[i * c + j] : y;
+        }
+}
+
+/* Gradient of bn_relu_forward in a, gamma and beta from the gradient of its output. */
+MULTIVERSION
+static void bn_relu_backward(const float *d_out, const float *out, const float *mask, const float *a, int64_t n,
+                             int64_t c, const float *gamma, const float *save_mean, const float *save_invstd,
+                             float *d_a, float *d_gamma, float *d_beta) {
+    double *sum_g = calloc((size_t)(2 * c), sizeof(double)), *sum_gx = sum_g + c;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            int64_t at = i * c + j;
+            float g = out[at] > 0.0f ? (mask != NULL ? d_out[at] * mask[at] : d_out[at]) : 0.0f;
+            d_a[at] = g; /* the gradient of the normalised value, finished below */
+            sum_g[j] += g;
+            sum_gx[j] += (double)g * ((a[at] - save_mean[j]) * save_invstd[j]);
+        }
+    for (int64_t j = 0; j < c; j++) {
+        d_beta[j] = (float)sum_g[j];
+        d_gamma[j] = (float)sum_gx[j];
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            int64_t at = i * c + j;
+            float xhat = (a[at] - save_mean[j]) * save_invstd[j];
+            d_a[at] = gamma[j] * save_invstd[j] *
+                      (d_a[at] - (float)(sum_g[j] / (double)n) - xhat * (float)(sum_gx[j] / (double)n));
+        }
+    free(sum_g);
+}
+
+/* Wide outputs (the decoder's first layer, n_latent -> n_hidden) are computed from the transposed
+ * weights, so that the innermost loops run along the outputs; narrow ones (the Gaussian heads,
+ * n_hidden -> n_latent) as dot products along the inputs. */
+#define WIDE_OUTPUT 16
+
+/* out (n, m) = x (n, k) W[:, :k]^T + bias [+ W[:, k + cat_i] for row i] (W rows of w_stride). */
+MULTIVERSION
+static void small_linear(const float *x, int64_t n, int64_t k, const float *w, int64_t w_stride, const float *bias,
+                         const int64_t *cat, int64_t m, float *out) {
+    if (m >= WIDE_OUTPUT) {
+        float *wt = malloc((size_t)(w_stride * m) * sizeof(float)); /* W^T: (w_stride, m) */
+        for (int64_t o = 0; o < m; o++)
+            for (int64_t q = 0; q < w_stride; q++) wt[q * m + o] = w[o * w_stride + q];
+        for (int64_t i = 0; i < n; i++) {
+            float *oi = out + i * m;
+            const float *first = cat != NULL ? wt + (k + cat[i]) * m : NULL;
+            for (int64_t o = 0; o < m; o++) oi[o] = (bias != NULL ? bias[o] : 0.0f) + (first != NULL ? first[o] : 0.0f);
+            for (int64_t q = 0; q < k; q++) {
+                const float xq = x[i * k + q], *row = wt + q * m;
+                for (int64_t o = 0; o < m; o++) oi[o] += xq * row[o];
+            }
+        }
+        free(wt);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * k;
+        for (int64_t o = 0; o < m; o++) {
+            const float *wo = w + o * w_stride;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t q = 0; q < k; q++) s += xi[q] * wo[q];
+            if (bias != NULL) s += bias[o];
+            if (cat != NULL) s += wo[k + cat[i]];
+            out[i * m + o] = s;
+        }
+    }
+}
+
+/* Gradients of small_linear: d_w (m, w_stride) and d_bias (m) written; d_x (n, k) written or
+ * accumulated (accumulate), or skipped (NULL). */
+MULTIVERSION
+static void small_linear_backward(const float *d_out, int64_t n, int64_t m, const float *x, int64_t k,
+                                  const float *w, int64_t w_stride, const int64_t *cat, float *d_w, float *d_bias,
+                                  float *d_x, int accumulate) {
+    if (d_bias != NULL) memset(d_bias, 0, (size_t)m * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        if (d_bias != NULL)
+            for (int64_t o = 0; o < m; o++) d_bias[o] += d_out[i * m + o];
+    if (m >= WIDE_OUTPUT) {
+        /* d_w^T (w_stride, m) = sum_i [x_i, onehot(cat_i)]^T d_out_i, then transposed */
+        float *dwt = calloc((size_t)(w_stride * m), sizeof(float));
+        for (int64_t i = 0; i < n; i++) {
+            const float *gi = d_out + i * m;
+            for (int64_t q = 0; q < k; q++) {
+                const float xq = x[i * k + q];
+                float *row = dwt + q * m;
+                for (int64_t o = 0; o < m; o++) row[o] += xq * gi[o];
+            }
+            if (cat != NULL) {
+                float *row = dwt + (k + cat[i]) * m;
+                for (int64_t o = 0; o < m; o++) row[o] += gi[o];
+            }
+        }
+        for (int64_t o = 0; o < m; o++)
+            for (int64_t q = 0; q < w_stride; q++) d_w[o * w_stride + q] = dwt[q * m + o];
+        free(dwt);
+    } else {
+        memset(d_w, 0, (size_t)(m * w_stride) * sizeof(float));
+        for (int64_t i = 0; i < n; i++) {
+            const float *xi = x + i * k;
+            for (int64_t o = 0; o < m; o++) {
+                float g = d_out[i * m + o];
+                float *dwo = d_w + o * w_stride;
+                for (int64_t q = 0; q < k; q++) dwo[q] += g * xi[q];
+                if (cat != NULL) dwo[k + cat[i]] += g;
+            }
+        }
+    }
+    if (d_x == NULL) return;
+    if (m >= WIDE_OUTPUT) {
+        float *wt = malloc((size_t)(k * m) * sizeof(float)); /* W[:, :k]^T */
+        for (int64_t o = 0; o < m; o++)
+            for (int64_t q = 0; q < k; q++) wt[q * m + o] = w[o * w_stride + q];
+        for (int64_t i = 0; i < n; i++) {
+            const float *gi = d_out + i * m;
+            for (int64_t q = 0; q < k; q++) {
+                const float *row = wt + q * m;
+                float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                for (int64_t o = 0; o < m; o++) s += gi[o] * row[o];
+                d_x[i * k + q] = accumulate ? d_x[i * k + q] + s : s;
+            }
+        }
+        free(wt);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float *dxi = d_x + i * k;
+        if (!accumulate) memset(dxi, 0, (size_t)k * sizeof(float));
+        for (int64_t o = 0; o < m; o++) {
+            float g = d_out[i * m + o];
+            const float *wo = w + o * w_stride;
+            for (int64_t q = 0; q < k; q++) dxi[q] += g * wo[q];
+        }
+    }
+}
+
+/* Gaussian latent of each row: qv = exp(lv) + 1e-4, z = qm + sqrt(qv) noise and
+ * kl_i = sum_j KL(N(qm, qv) || N(pm_i, pv_i)) (standard normal prior without prior_mean). */
+MULTIVERSION
+static void gaussian_latent(const float *qm, const float *lv, const float *noise, const float *prior_mean,
+                            const float *prior_var, int64_t n, int64_t l, float *qv, float *z, float *kl) {
+    for (int64_t i = 0; i < n; i++) {
+        float pm = prior_mean != NULL ? prior_mean[i] : 0.0f, pv = prior_var != NULL ? prior_var[i] : 1.0f;
+        float log_pv = prior_var != NULL ? logf(pv) : 0.0f, row = 0.0f;
+        for (int64_t j = 0; j < l; j++) {
+            int64_t at = i * l + j;
+            float v = expf(lv[at]) + 1e-4f, dm = qm[at] - pm;
+            qv[at] = v;
+            z[at] = qm[at] + sqrtf(v) * noise[at];
+            row += 0.5f * (log_pv - logf(v) + (v + dm * dm) / pv - 1.0f);
+        }
+        kl[i] = row;
+    }
+}
+
+/* Gradients of gaussian_latent in qm and lv from those of z and of each row's KL. */
+MULTIVERSION
+static void gaussian_latent_backward(const float *qm, const float *qv, const float *noise, const float *prior_mean,
+                                     const float *prior_var, const float *d_z, const float *d_kl, int64_t n,
+                                     int64_t l, float *d_qm, float *d_lv) {
+    for (int64_t i = 0; i < n; i++) {
+        float pm = prior_mean != NULL ? prior_mean[i] : 0.0f, pv = prior_var != NULL ? prior_var[i] : 1.0f;
+        float gk = d_kl[i];
+        for (int64_t j = 0; j < l; j++) {
+            int64_t at = i * l + j;
+            float v = qv[at];
+            d_qm[at] = d_z[at] + gk * (qm[at] - pm) / pv;
+            float d_v = d_z[at] * noise[at] * 0.5f / sqrtf(v) + gk * 0.5f * (1.0f / pv - 1.0f / v);
+            d_lv[at] = d_v * (v - 1e-4f);
+        }
+    }
+}
+
+#define ADDR(name) ((void *)(uintptr_t)(name))
+
+static const char bn_relu_forward_doc[] =
+    "bn_relu_forward(a, n, c, gamma, beta, running_mean, running_var, num_batches, momentum, eps, mask,\n"
+    "                out, save_mean, save_invstd)\n\n"
+    "Training batch norm of the float32 (n, c) array a, then ReLU, then the mask (0: none);\n"
+    "updates the running statistics and the int64 batch count (0: none).";
+
+static PyObject *py_bn_relu_forward(PyObject *self, PyObject *args) {
+    unsigned long long a, gamma, beta, rm, rv, nb, mask, out, sm, si;
+    Py_ssize_t n, c;
+    double momentum, eps;
+    if (!PyArg_ParseTuple(args, "KnnKKKKKddKKKK", &a, &n, &c, &gamma, &beta, &rm, &rv, &nb, &momentum, &eps, &mask,
+                          &out, &sm, &si))
+        return NULL;
+    if (n < 1 || c < 1) {
+        PyErr_SetString(PyExc_ValueError, "bn_relu_forward: invalid sizes");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    bn_relu_forward(ADDR(a), n, c, ADDR(gamma), ADDR(beta), ADDR(rm), ADDR(rv), ADDR(nb), momentum, eps, ADDR(mask),
+                    ADDR(out), ADDR(sm), ADDR(si));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static const char bn_relu_backward_doc[] =
+    "bn_relu_backward(d_out, out, mask, a, n, c, gamma, save_mean, save_invstd, d_a, d_gamma, d_beta)\n\n"
+    "Gradients of bn_relu_forward.";
+
+static PyObject *py_bn_relu_backward(PyObject *self, PyObject *args) {
+    unsigned long long d_out, out, mask, a, gamma, sm, si, d_a, d_gamma, d_beta;
+    Py_ssize_t n, c;
+    if (!PyArg_ParseTuple(args, "KKKKnnKKKKKK", &d_out, &out, &mask, &a, &n, &c, &gamma, &sm, &si, &d_a, &d_gamma,
+                          &d_beta))
+        return NULL;
+    if (n < 1 || c < 1) {
+        PyErr_SetString(PyExc_ValueError, "bn_relu_backward: invalid sizes");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    bn_relu_backward(ADDR(d_out), ADDR(out), ADDR(mask), ADDR(a), n, c, ADDR(gamma), ADDR(sm), ADDR(si), ADDR(d_a),
+                     ADDR(d_gamma), ADDR(d_beta));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static const char small_linear_doc[] =
+    "small_linear(x, n, k, w, w_stride, bias, cat, m, out)\n\n"
+    "out (n, m) = x (n, k) W[:, :k]^T + bias + W[:, k + cat[i]] per row (bias, cat: 0 for none).";
+
+static PyObject *py_small_linear(PyObject *self, PyObject *args) {
+    unsigned long long x, w, bias, cat, out;
+    Py_ssize_t n, k, w_stride, m;
+    if (!PyArg_ParseTuple(args, "KnnKnKKnK", &x, &n, &k, &w, &w_stride, &bias, &cat, &m, &out)) return NULL;
+    if (n < 0 || k < 0 || m < 1 || w_stride < k) {
+        PyErr_SetString(PyExc_ValueError, "small_linear: invalid sizes");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    small_linear(ADDR(x), n, k, ADDR(w), w_stride, ADDR(bias), ADDR(cat), m, ADDR(out));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static const char small_linear_backward_doc[] =
+    "small_linear_backward(d_out, n, m, x, k, w, w_stride, cat, d_w, d_bias, d_x, accumulate)\n\n"
+    "Gradients of small_linear (d_bias, d_x: 0 for none).";
+
+static PyObject *py_small_linear_backward(PyObject *self, PyObject *args) {
+    unsigned long long d_out, x, w, cat, d_w, d_bias, d_x;
+    Py_ssize_t n, m, k, w_stride;
+    int accumulate;
+    if (!PyArg_ParseTuple(args, "KnnKnKnKKKKp", &d_out, &n, &m, &x, &k, &w, &w_stride, &cat, &d_w, &d_bias, &d_x,
+                          &accumulate))
+        return NULL;
+    if (n < 0 || k < 0 || m < 1 || w_stride < k) {
+        PyErr_SetString(PyExc_ValueError, "small_linear_backward: invalid sizes");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    small_linear_backward(ADDR(d_out), n, m, ADDR(x), k, ADDR(w), w_stride, ADDR(cat), ADDR(d_w), ADDR(d_bias),
+                          ADDR(d_x), accumulate);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static const char gaussian_latent_doc[] =
+    "gaussian_latent(qm, lv, noise, prior_mean, prior_var, n, l, qv, z, kl)\n\n"
+    "qv = exp(lv) + 1e-4, z = qm + sqrt(qv) noise, kl per row against N(prior_mean_i, prior_var_i)\n"
+    "(0, 0: standard normal).";
+
+static PyObject *py_gaussian_latent(PyObject *self, PyObject *args) {
+    unsigned long long qm, lv, noise, pm, pv, qv, z, kl;
+    Py_ssize_t n, l;
+    if (!PyArg_ParseTuple(args, "KKKKKnnKKK", &qm, &lv, &noise, &pm, &pv, &n, &l, &qv, &z, &kl)) return NULL;
+    if (n < 0 || l < 1 || (pm == 0) != (pv == 0)) {
+        PyErr_SetString(PyExc_ValueError, "gaussian_latent: invalid arguments");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    gaussian_latent(ADDR(qm), ADDR(lv), ADDR(noise), ADDR(pm), ADDR(pv), n, l, ADDR(qv), ADDR(z), ADDR(kl));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static const char gaussian_latent_backward_doc[] =
+    "gaussian_latent_backward(qm, qv, noise, prior_mean, prior_var, d_z, d_kl, n, l, d_qm, d_lv)\n\n"
+    "Gradients of gaussian_latent in qm and lv.";
+
+static PyObject *py_gaussian_latent_backward(PyObject *self, PyObject *args) {
+    unsigned long long qm, qv, noise, pm, pv, d_z, d_kl, d_qm, d_lv;
+    Py_ssize_t n, l;
+    if (!PyArg_ParseTuple(args, "KKKKKKKnnKK", &qm, &qv, &noise, &pm, &pv, &d_z, &d_kl, &n, &l, &d_qm, &d_lv))
+        return NULL;
+    if (n < 0 || l < 1 || (pm == 0) != (pv == 0)) {
+        PyErr_SetString(PyExc_ValueError, "gaussian_latent_backward: invalid arguments");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    gaussian_latent_backward(ADDR(qm), ADDR(qv), ADDR(noise), ADDR(pm), ADDR(pv), ADDR(d_z), ADDR(d_kl), n, l,
+                             ADDR(d_qm), ADDR(d_lv));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"integer_max", py_integer_max, METH_VARARGS, integer_max_doc},
     {"nb_family", py_nb_family, METH_VARARGS, nb_family_doc},
@@ -1013,6 +1357,12 @@ static PyMethodDef methods[] = {
     {"sparse_input_linear_weight_grad", py_sparse_input_linear_weight_grad, METH_VARARGS,
      sparse_input_linear_weight_grad_doc},
     {"dropout_mask", py_dropout_mask, METH_VARARGS, dropout_mask_doc},
+    {"bn_relu_forward", py_bn_relu_forward, METH_VARARGS, bn_relu_forward_doc},
+    {"bn_relu_backward", py_bn_relu_backward, METH_VARARGS, bn_relu_backward_doc},
+    {"small_linear", py_small_linear, METH_VARARGS, small_linear_doc},
+    {"small_linear_backward", py_small_linear_backward, METH_VARARGS, small_linear_backward_doc},
+    {"gaussian_latent", py_gaussian_latent, METH_VARARGS, gaussian_latent_doc},
+    {"gaussian_latent_backward", py_gaussian_latent_backward, METH_VARARGS, gaussian_latent_backward_doc},
     {NULL, NULL, 0, NULL},
 };
 

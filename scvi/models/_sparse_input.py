@@ -92,16 +92,21 @@ def sparse_input_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
     torch.Tensor or None
         Shape ``(n, n_out)``, differentiable in ``weight`` and ``bias``.
     """
+    structure = structure_for(x, weight, bias)
+    if structure is None:
+        return None
+    return _SparseInputLinear.apply(x, weight, bias, structure)
+
+
+def structure_for(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Optional[SparseStructure]:
+    """The structure :func:`sparse_input_linear` uses for these operands, ``None`` where it does not apply."""
     if not ENABLED or x.dim() != 2 or x.requires_grad or x.shape[1] < MIN_INPUT_FEATURES or not x.shape[0]:
         return None
     if not float32_cpu(x, weight, bias):
         return None
     if not x.is_contiguous() or weight.shape[1] != x.shape[1] or x.shape[0] >= 2**31:
         return None
-    structure = sparse_structure(x)
-    if structure is None:
-        return None
-    return _SparseInputLinear.apply(x, weight, bias, structure)
+    return sparse_structure(x)
 
 
 class _SparseInputLinear(torch.autograd.Function):

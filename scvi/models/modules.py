@@ -72,17 +72,29 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         if self.p == 1:
             return x * 0.0
-        n_dropped = min(max(int(round(self.p * 65536)), 1), 65535)
-        scale = 65536 / (65536 - n_dropped)
         if kernels is not None and x.dtype == torch.float32:
-            seed = int(torch.empty((), dtype=torch.int64).random_())
-            mask = torch.empty(x.shape, dtype=x.dtype)
-            kernels.dropout_mask(seed, mask.data_ptr(), mask.numel(), n_dropped, scale)
+            mask = self.float32_mask(x.shape)
         else:
+            n_dropped, scale = self._drop_counts()
             mask = self._torch_mask(x, n_dropped, scale)
         if self.inplace:
             return x.mul_(mask)
         return x * mask
+
+    def _drop_counts(self) -> Tuple[int, float]:
+        """``(n_dropped, scale)``: elements whose 16-bit uniform is below ``n_dropped`` are dropped,
+        the others multiplied by ``scale``."""
+        n_dropped = min(max(int(round(self.p * 65536)), 1), 65535)
+        return n_dropped, 65536 / (65536 - n_dropped)
+
+    def float32_mask(self, shape: Sequence[int]) -> torch.Tensor:
+        """The float32 CPU mask of :meth:`forward` for an input of this shape, from the compiled
+        kernels (one draw of torch's generator); ``0 < p < 1``."""
+        n_dropped, scale = self._drop_counts()
+        seed = int(torch.empty((), dtype=torch.int64).random_())
+        mask = torch.empty(tuple(shape), dtype=torch.float32)
+        kernels.dropout_mask(seed, mask.data_ptr(), mask.numel(), n_dropped, scale)
+        return mask
 
     @staticmethod
     def _torch_mask(x: torch.Tensor, n_dropped: int, scale: float) -> torch.Tensor:

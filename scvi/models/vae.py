@@ -19,6 +19,7 @@ from ._base import (
     kl_normal,
 )
 from . import _fused_likelihood as fused_likelihood
+from . import _fused_step as fused_step
 from .distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from .log_likelihood import LOG_EPS
 from .modules import DecoderSCVI, Encoder, LinearDecoderSCVI
@@ -266,6 +267,9 @@ class VAE(nn.Module):
             ``(n,)``) includes the library-size KL term (not annealed by the trainer),
             ``kl_local`` is ``KL(q(z|x) || N(0, I))`` (shape ``(n,)``) and ``kl_global`` is ``0.0``.
         """
+        fused = fused_step.vae_training_loss(self, x, local_l_mean, local_l_var, batch_index)
+        if fused is not None:
+            return LossOutput(fused[0], fused[1], 0.0)
         if self._fused_loss_applies():
             outputs = self._encode(x, y)
             reconst_loss = self._fused_reconstruction_loss(x, outputs["z"], outputs["library"], batch_index, y)

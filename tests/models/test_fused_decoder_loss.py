@@ -10,6 +10,7 @@ import torch
 
 from scvi.models import LDVAE, VAE
 from scvi.models import _fused_likelihood as fused
+from scvi.models import _fused_step as fused_step
 from scvi.models.log_likelihood import log_nb_positive, log_zinb_positive
 
 requires_kernel = pytest.mark.skipif(
@@ -18,6 +19,13 @@ requires_kernel = pytest.mark.skipif(
 )
 
 N_HIDDEN = 16
+
+
+@pytest.fixture(autouse=True)
+def module_by_module_training_step(monkeypatch):
+    """These tests exercise the decoder's fused loss inside the module-by-module forward pass,
+    which the whole fused training step (tests/models/test_fused_step.py) otherwise bypasses."""
+    monkeypatch.setattr(fused_step, "ENABLED", False)
 
 
 def _linear(weight, bias) -> torch.nn.Linear:
