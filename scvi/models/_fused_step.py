@@ -13,7 +13,8 @@ The results are those of :meth:`VAE.forward <scvi.models.VAE.forward>` up to flo
 with the same random draws in the same order (the encoders' dropout masks and latent noise) and
 the same updates of the batch-norm running statistics. Anything else (other layers or options,
 hooks, frozen parameters, evaluation or no-grad mode, other devices, counts the likelihood kernel
-does not take, mostly-zero inputs, which have their own kernels) takes the module-by-module path.
+does not take) takes the module-by-module path. Mostly-zero inputs go through the encoders' first
+layers with the sparse-input kernels, as in the module path (:mod:`scvi.models._sparse_input`).
 """
 from typing import List, Optional, Tuple
 
@@ -24,7 +25,7 @@ from scvi._compiled import address as _address
 from scvi._compiled import kernels as _kernels
 
 from . import _fused_likelihood as fused_likelihood
-from ._sparse_input import structure_for
+from ._sparse_input import sparse_linear_forward, sparse_linear_weight_grad, structure_for
 from .log_likelihood import LOG_EPS
 
 #: Whether the fused step is used where it applies (tests switch it off to compare both paths).
@@ -140,8 +141,8 @@ def vae_training_loss(vae, x, local_l_mean, local_l_var, batch_index) -> Optiona
         return None
     counts = x.contiguous()
     encoder_input = torch.log1p(counts) if vae.log_variational else counts
-    if structure_for(encoder_input, z_layers[0].weight, z_layers[0].bias) is not None:
-        return None  # mostly zeros: the sparse-input kernels of the module path cost less
+    # mostly zeros: the first layers sum weight rows over the non-zeros (scvi.models._sparse_input)
+    structure = structure_for(encoder_input, z_layers[0].weight, z_layers[0].bias)
     count_range = fused_likelihood._count_range(counts)
     if count_range is None:
         return None
@@ -151,7 +152,7 @@ def vae_training_loss(vae, x, local_l_mean, local_l_var, batch_index) -> Optiona
         dropout = layers[2]
         mask = None if dropout is None else dropout.float32_mask((n, layers[0].out_features))
         draws += [mask, torch.randn(n, n_latent)]
-    state = _State(vae, z_layers, l_layers, dec_norm, cat, n_cat, count_range)
+    state = _State(vae, z_layers, l_layers, dec_norm, cat, n_cat, count_range, structure)
     l_mean = local_l_mean.detach().reshape(n).contiguous()
     l_var = local_l_var.detach().reshape(n).contiguous()
     return _FusedVAEStep.apply(state, counts, encoder_input, l_mean, l_var, *draws, *params)
@@ -174,7 +175,8 @@ def _parameters(vae, z_layers, l_layers, dec_linear, dec_norm) -> List[Optional[
 class _State:
     """What the autograd step needs besides tensors: batch-norm buffers, covariates, sizes."""
 
-    def __init__(self, vae, z_layers, l_layers, dec_norm, cat, n_cat, count_range):
+    def __init__(self, vae, z_layers, l_layers, dec_norm, cat, n_cat, count_range, structure):
+        self.structure = structure  # of the encoder input when mostly zeros, else None
         self.norms = (z_layers[1], l_layers[1], dec_norm)
         self.cat, self.n_cat = cat, n_cat
         self.n_latent = vae.n_latent
@@ -244,7 +246,10 @@ class _FusedVAEStep(torch.autograd.Function):
         priors = ((None, None), (l_mean, l_var))
         for index, (mask, noise) in enumerate(((z_mask, z_noise), (l_mask, l_noise))):
             weight, bias, gamma, beta, mean_weight, mean_bias, var_weight, var_bias = params[8 * index : 8 * index + 8]
-            a = torch.addmm(bias, encoder_input, weight.t())
+            if state.structure is None:
+                a = torch.addmm(bias, encoder_input, weight.t())
+            else:
+                a = sparse_linear_forward(state.structure, weight, bias)
             h, save_mean, save_invstd = _bn_relu(a, state.norms[index], gamma, beta, mask)
             q_m = _small_linear(h, mean_weight, mean_bias)
             log_v = _small_linear(h, var_weight, var_bias)
@@ -329,6 +334,9 @@ class _FusedVAEStep(torch.autograd.Function):
             grads[base + 4], grads[base + 5] = _small_linear_backward(grad_q_m, h, mean_weight, None, grad_h)
             grads[base + 6], grads[base + 7] = _small_linear_backward(grad_log_v, h, var_weight, None, grad_h, True)
             d_a, grads[base + 2], grads[base + 3] = _bn_relu_backward(grad_h, h, mask, a, gamma, save_mean, save_invstd)
-            grads[base] = torch.mm(d_a.t(), encoder_input)
+            if state.structure is None:
+                grads[base] = torch.mm(d_a.t(), encoder_input)
+            else:
+                grads[base] = sparse_linear_weight_grad(state.structure, d_a)
             grads[base + 1] = d_a.sum(0)
         return (None, None, None, None, None, None, None, None, None, *grads)

@@ -109,54 +109,62 @@ def structure_for(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     return sparse_structure(x)
 
 
+def sparse_linear_forward(structure: SparseStructure, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x @ weight^T + bias`` for the ``x`` of ``structure`` (shape ``(n, n_out)``)."""
+    n_rows, n_in = structure.indptr.shape[0] - 1, structure.col_ptr.shape[0] - 1
+    n_out = weight.shape[0]
+    weight_rows = weight.detach().contiguous()
+    bias_values = None if bias is None else bias.detach().contiguous()
+    out = torch.empty(n_rows, n_out, dtype=torch.float32)
+    work = torch.empty(n_in, n_out, dtype=torch.float32)  # W^T
+    _kernels.sparse_input_linear(
+        structure.indptr.data_ptr(),
+        structure.indices.data_ptr(),
+        structure.values.data_ptr(),
+        weight_rows.data_ptr(),
+        work.data_ptr(),
+        _address(bias_values),
+        out.data_ptr(),
+        n_rows,
+        n_in,
+        n_out,
+    )
+    return out
+
+
+def sparse_linear_weight_grad(structure: SparseStructure, grad_out: torch.Tensor) -> torch.Tensor:
+    """``grad_out^T @ x`` for the ``x`` of ``structure`` (shape ``(n_out, n_in)``)."""
+    n_rows, n_in = structure.indptr.shape[0] - 1, structure.col_ptr.shape[0] - 1
+    n_out = grad_out.shape[1]
+    grad_out = grad_out.to(torch.float32).contiguous()
+    grad_weight = torch.empty(n_out, n_in, dtype=torch.float32)
+    work = torch.empty(n_in, n_out, dtype=torch.float32)
+    _kernels.sparse_input_linear_weight_grad(
+        structure.col_ptr.data_ptr(),
+        structure.row_indices.data_ptr(),
+        structure.col_values.data_ptr(),
+        grad_out.data_ptr(),
+        grad_weight.data_ptr(),
+        work.data_ptr(),
+        n_rows,
+        n_in,
+        n_out,
+    )
+    return grad_weight
+
+
 class _SparseInputLinear(torch.autograd.Function):
     """Autograd wrapper: the forward pass sums rows of ``W^T`` over the non-zeros of each input row,
     the backward pass sums rows of the output gradient over the non-zeros of each input column."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, structure):
-        n_rows, n_in = x.shape
-        n_out = weight.shape[0]
-        weight_rows = weight.detach().contiguous()
-        bias_values = None if bias is None else bias.detach().contiguous()
-        out = torch.empty(n_rows, n_out, dtype=torch.float32)
-        work = torch.empty(n_in, n_out, dtype=torch.float32)  # W^T
-        _kernels.sparse_input_linear(
-            structure.indptr.data_ptr(),
-            structure.indices.data_ptr(),
-            structure.values.data_ptr(),
-            weight_rows.data_ptr(),
-            work.data_ptr(),
-            _address(bias_values),
-            out.data_ptr(),
-            n_rows,
-            n_in,
-            n_out,
-        )
         ctx.structure = structure
-        ctx.sizes = (n_rows, n_in, n_out)
-        return out
+        return sparse_linear_forward(structure, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
-        n_rows, n_in, n_out = ctx.sizes
         needs_weight, needs_bias = ctx.needs_input_grad[1:3]
-        grad_out = grad_out.to(torch.float32).contiguous()
-        grad_weight = None
-        if needs_weight:
-            structure = ctx.structure
-            grad_weight = torch.empty(n_out, n_in, dtype=torch.float32)
-            work = torch.empty(n_in, n_out, dtype=torch.float32)
-            _kernels.sparse_input_linear_weight_grad(
-                structure.col_ptr.data_ptr(),
-                structure.row_indices.data_ptr(),
-                structure.col_values.data_ptr(),
-                grad_out.data_ptr(),
-                grad_weight.data_ptr(),
-                work.data_ptr(),
-                n_rows,
-                n_in,
-                n_out,
-            )
+        grad_weight = sparse_linear_weight_grad(ctx.structure, grad_out) if needs_weight else None
         grad_bias = grad_out.sum(0) if needs_bias else None
         return None, grad_weight, grad_bias, None
