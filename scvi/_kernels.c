@@ -31,6 +31,11 @@
  * Dropout masks: a counter-based generator (splitmix64) seeded by one draw of torch's
  * generator replaces a Bernoulli draw per element and three tensor operations.
  *
+ * The small layers of the default VAE's training step (bn_relu_*, small_linear*, gaussian_latent*):
+ * batch norm with ReLU and dropout, narrow linear layers, the Gaussian latent draw and KL term,
+ * forward and backward, each in one call instead of several torch operations (see
+ * scvi/models/_fused_step.py).
+ *
  * The functions take raw addresses (tensor.data_ptr()) and release the GIL. Rows are shared
  * out with OpenMP: linked against libgomp, the module uses the runtime torch already loaded
  * (same soname), hence torch's thread setting.
@@ -1018,10 +1023,12 @@ static PyObject *py_dropout_mask(PyObject *self, PyObject *args) {
  * of a (n, c); updates the running statistics as torch's BatchNorm1d (momentum, unbiased
  * variance) and counts the batch. */
 MULTIVERSION
-static void bn_relu_forward(const float *a, int64_t n, int64_t c, const float *gamma, const float *beta,
+static int bn_relu_forward(const float *a, int64_t n, int64_t c, const float *gamma, const float *beta,
                             float *running_mean, float *running_var, int64_t *num_batches, double momentum,
                             double eps, const float *mask, float *out, float *save_mean, float *save_invstd) {
-    double *sum = calloc((size_t)(2 * c), sizeof(double)), *sq = sum + c;
+    double *sum = calloc((size_t)(2 * c), sizeof(double));
+    if (sum == NULL) return -1;
+    double *sq = sum + c;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) sum[j] += a[i * c + j];
     for (int64_t j = 0; j < c; j++) sum[j] /= (double)n;
@@ -1046,14 +1053,17 @@ static void bn_relu_forward(const float *a, int64_t n, int64_t c, const float *g
             y = y > 0.0f ? y : 0.0f;
             out[i * c + j] = mask != NULL ? y * mask[i * c + j] : y;
         }
+    return 0;
 }
 
 /* Gradient of bn_relu_forward in a, gamma and beta from the gradient of its output. */
 MULTIVERSION
-static void bn_relu_backward(const float *d_out, const float *out, const float *mask, const float *a, int64_t n,
+static int bn_relu_backward(const float *d_out, const float *out, const float *mask, const float *a, int64_t n,
                              int64_t c, const float *gamma, const float *save_mean, const float *save_invstd,
                              float *d_a, float *d_gamma, float *d_beta) {
-    double *sum_g = calloc((size_t)(2 * c), sizeof(double)), *sum_gx = sum_g + c;
+    double *sum_g = calloc((size_t)(2 * c), sizeof(double));
+    if (sum_g == NULL) return -1;
+    double *sum_gx = sum_g + c;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < c; j++) {
             int64_t at = i * c + j;
@@ -1074,6 +1084,7 @@ static void bn_relu_backward(const float *d_out, const float *out, const float *
                       (d_a[at] - (float)(sum_g[j] / (double)n) - xhat * (float)(sum_gx[j] / (double)n));
         }
     free(sum_g);
+    return 0;
 }
 
 /* Wide outputs (the decoder's first layer, n_latent -> n_hidden) are computed from the transposed
@@ -1083,10 +1094,11 @@ static void bn_relu_backward(const float *d_out, const float *out, const float *
 
 /* out (n, m) = x (n, k) W[:, :k]^T + bias [+ W[:, k + cat_i] for row i] (W rows of w_stride). */
 MULTIVERSION
-static void small_linear(const float *x, int64_t n, int64_t k, const float *w, int64_t w_stride, const float *bias,
+static int small_linear(const float *x, int64_t n, int64_t k, const float *w, int64_t w_stride, const float *bias,
                          const int64_t *cat, int64_t m, float *out) {
     if (m >= WIDE_OUTPUT) {
         float *wt = malloc((size_t)(w_stride * m) * sizeof(float)); /* W^T: (w_stride, m) */
+        if (wt == NULL) return -1;
         for (int64_t o = 0; o < m; o++)
             for (int64_t q = 0; q < w_stride; q++) wt[q * m + o] = w[o * w_stride + q];
         for (int64_t i = 0; i < n; i++) {
@@ -1099,7 +1111,7 @@ static void small_linear(const float *x, int64_t n, int64_t k, const float *w, i
             }
         }
         free(wt);
-        return;
+        return 0;
     }
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * k;
@@ -1113,12 +1125,13 @@ static void small_linear(const float *x, int64_t n, int64_t k, const float *w, i
             out[i * m + o] = s;
         }
     }
+    return 0;
 }
 
 /* Gradients of small_linear: d_w (m, w_stride) and d_bias (m) written; d_x (n, k) written or
  * accumulated (accumulate), or skipped (NULL). */
 MULTIVERSION
-static void small_linear_backward(const float *d_out, int64_t n, int64_t m, const float *x, int64_t k,
+static int small_linear_backward(const float *d_out, int64_t n, int64_t m, const float *x, int64_t k,
                                   const float *w, int64_t w_stride, const int64_t *cat, float *d_w, float *d_bias,
                                   float *d_x, int accumulate) {
     if (d_bias != NULL) memset(d_bias, 0, (size_t)m * sizeof(float));
@@ -1128,6 +1141,7 @@ static void small_linear_backward(const float *d_out, int64_t n, int64_t m, cons
     if (m >= WIDE_OUTPUT) {
         /* d_w^T (w_stride, m) = sum_i [x_i, onehot(cat_i)]^T d_out_i, then transposed */
         float *dwt = calloc((size_t)(w_stride * m), sizeof(float));
+        if (dwt == NULL) return -1;
         for (int64_t i = 0; i < n; i++) {
             const float *gi = d_out + i * m;
             for (int64_t q = 0; q < k; q++) {
@@ -1155,9 +1169,10 @@ static void small_linear_backward(const float *d_out, int64_t n, int64_t m, cons
             }
         }
     }
-    if (d_x == NULL) return;
+    if (d_x == NULL) return 0;
     if (m >= WIDE_OUTPUT) {
         float *wt = malloc((size_t)(k * m) * sizeof(float)); /* W[:, :k]^T */
+        if (wt == NULL) return -1;
         for (int64_t o = 0; o < m; o++)
             for (int64_t q = 0; q < k; q++) wt[q * m + o] = w[o * w_stride + q];
         for (int64_t i = 0; i < n; i++) {
@@ -1171,7 +1186,7 @@ static void small_linear_backward(const float *d_out, int64_t n, int64_t m, cons
             }
         }
         free(wt);
-        return;
+        return 0;
     }
     for (int64_t i = 0; i < n; i++) {
         float *dxi = d_x + i * k;
@@ -1182,6 +1197,7 @@ static void small_linear_backward(const float *d_out, int64_t n, int64_t m, cons
             for (int64_t q = 0; q < k; q++) dxi[q] += g * wo[q];
         }
     }
+    return 0;
 }
 
 /* Gaussian latent of each row: qv = exp(lv) + 1e-4, z = qm + sqrt(qv) noise and
@@ -1240,10 +1256,12 @@ static PyObject *py_bn_relu_forward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bn_relu_forward: invalid sizes");
         return NULL;
     }
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    bn_relu_forward(ADDR(a), n, c, ADDR(gamma), ADDR(beta), ADDR(rm), ADDR(rv), ADDR(nb), momentum, eps, ADDR(mask),
+    status = bn_relu_forward(ADDR(a), n, c, ADDR(gamma), ADDR(beta), ADDR(rm), ADDR(rv), ADDR(nb), momentum, eps, ADDR(mask),
                     ADDR(out), ADDR(sm), ADDR(si));
     Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1261,10 +1279,12 @@ static PyObject *py_bn_relu_backward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bn_relu_backward: invalid sizes");
         return NULL;
     }
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    bn_relu_backward(ADDR(d_out), ADDR(out), ADDR(mask), ADDR(a), n, c, ADDR(gamma), ADDR(sm), ADDR(si), ADDR(d_a),
+    status = bn_relu_backward(ADDR(d_out), ADDR(out), ADDR(mask), ADDR(a), n, c, ADDR(gamma), ADDR(sm), ADDR(si), ADDR(d_a),
                      ADDR(d_gamma), ADDR(d_beta));
     Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1280,9 +1300,11 @@ static PyObject *py_small_linear(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "small_linear: invalid sizes");
         return NULL;
     }
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    small_linear(ADDR(x), n, k, ADDR(w), w_stride, ADDR(bias), ADDR(cat), m, ADDR(out));
+    status = small_linear(ADDR(x), n, k, ADDR(w), w_stride, ADDR(bias), ADDR(cat), m, ADDR(out));
     Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1301,10 +1323,12 @@ static PyObject *py_small_linear_backward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "small_linear_backward: invalid sizes");
         return NULL;
     }
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    small_linear_backward(ADDR(d_out), n, m, ADDR(x), k, ADDR(w), w_stride, ADDR(cat), ADDR(d_w), ADDR(d_bias),
+    status = small_linear_backward(ADDR(d_out), n, m, ADDR(x), k, ADDR(w), w_stride, ADDR(cat), ADDR(d_w), ADDR(d_bias),
                           ADDR(d_x), accumulate);
     Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1369,7 +1393,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     "_kernels",
-    "Fused CPU kernels: NB / ZINB log-likelihoods, sparse-input linear layers, dropout masks.",
+    "Fused CPU kernels: NB / ZINB log-likelihoods, sparse-input linear layers, dropout masks, small VAE layers.",
     -1,
     methods,
 };

@@ -47,7 +47,9 @@ def _hidden_layer(fc_layers, dropout: bool) -> Optional[Tuple[nn.Linear, nn.Batc
         return None
     if batch_norm.momentum is None or not batch_norm.training or type(relu) is not nn.ReLU:
         return None
-    if drop is not None and (not dropout or type(drop) is not Dropout or not 0 < drop.p < 1 or drop.inplace):
+    if drop is not None and (not dropout or type(drop) is not Dropout or not drop.training):
+        return None
+    if drop is not None and (not 0 < drop.p < 1 or drop.inplace):
         return None
     return linear, batch_norm, drop
 
@@ -86,7 +88,8 @@ def _plan(vae) -> Optional[list]:
     encoders = []
     for encoder in (vae.z_encoder, vae.l_encoder):
         layer = _hidden_layer(encoder.encoder, dropout=True)
-        if layer is None or sum(encoder.encoder.n_cat_list) or not (_head(encoder.mean_encoder) and _head(encoder.var_encoder)):
+        heads = _head(encoder.mean_encoder) and _head(encoder.var_encoder)
+        if layer is None or sum(encoder.encoder.n_cat_list) or not heads:
             return None
         encoders.append((*layer, encoder.mean_encoder, encoder.var_encoder))
     decoder = vae.decoder
@@ -135,9 +138,11 @@ def vae_training_loss(vae, x, local_l_mean, local_l_var, batch_index) -> Optiona
             return None
         cat = batch_index.reshape(n).to(torch.int64).contiguous()
         if int(cat.min()) < 0 or int(cat.max()) >= n_cat:
-            raise ValueError(f"batch indices must be in [0, {n_cat}); got values in [{int(cat.min())}, {int(cat.max())}]")
+            low, high = int(cat.min()), int(cat.max())
+            raise ValueError(f"batch indices must be in [0, {n_cat}); got values in [{low}, {high}]")
     params = _parameters(vae, z_layers, l_layers, dec_linear, dec_norm)
-    if not all(p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu" for p in params if p is not None):
+    params_given = [p for p in params if p is not None]
+    if not all(p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu" for p in params_given):
         return None
     counts = x.contiguous()
     encoder_input = torch.log1p(counts) if vae.log_variational else counts
@@ -214,8 +219,9 @@ def _small_linear(x, weight, bias, cat=None) -> torch.Tensor:
     n, k = x.shape
     out = torch.empty(n, weight.shape[0], dtype=torch.float32)
     _kernels.small_linear(
-        x.data_ptr(), n, k, weight.data_ptr(), weight.shape[1], bias.data_ptr(), _address(cat), weight.shape[0], out.data_ptr()
-    )
+        x.data_ptr(), n, k, weight.data_ptr(), weight.shape[1], bias.data_ptr(), _address(cat), weight.shape[0],
+        out.data_ptr(),
+    )  # fmt: skip
     return out
 
 
@@ -312,7 +318,9 @@ class _FusedVAEStep(torch.autograd.Function):
         grads[24] = grad_theta.mul_(theta).view(theta.shape)
         grad_library = c * d_library
         # decoder's hidden layer
-        d_dec_a, grads[18], grads[19] = _bn_relu_backward(grad_hidden, hidden, None, dec_a, dec_gamma, dec_mean, dec_invstd)
+        d_dec_a, grads[18], grads[19] = _bn_relu_backward(
+            grad_hidden, hidden, None, dec_a, dec_gamma, dec_mean, dec_invstd
+        )
         grad_z = torch.empty_like(z)
         grads[16], grads[17] = _small_linear_backward(d_dec_a, z, dec_weight, state.cat, grad_z)
         # encoders: latent draw and KL, heads, hidden layer, first layer

@@ -109,7 +109,9 @@ def structure_for(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     return sparse_structure(x)
 
 
-def sparse_linear_forward(structure: SparseStructure, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def sparse_linear_forward(
+    structure: SparseStructure, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
     """``x @ weight^T + bias`` for the ``x`` of ``structure`` (shape ``(n, n_out)``)."""
     n_rows, n_in = structure.indptr.shape[0] - 1, structure.col_ptr.shape[0] - 1
     n_out = weight.shape[0]

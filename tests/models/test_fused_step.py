@@ -152,6 +152,9 @@ def _fallback_cases():
     def frozen(model):
         model.z_encoder.mean_encoder.weight.requires_grad_(False)
 
+    def dropout_in_eval_mode(model):
+        model.z_encoder.encoder.fc_layers[0][3].eval()
+
     def hooked(model):
         model.decoder.px_decoder.register_forward_hook(lambda *args: None)
 
@@ -159,6 +162,7 @@ def _fallback_cases():
         "eval mode": (dict(), lambda model: model.eval(), {}),
         "frozen parameter": (dict(), frozen, {}),
         "forward hook": (dict(), hooked, {}),
+        "dropout in eval mode": (dict(), dropout_in_eval_mode, {}),
         "two layers": (dict(n_layers=2), None, {}),
         "logistic normal latent": (dict(latent_distribution="ln"), None, {}),
         "gene-batch dispersion": (dict(dispersion="gene-batch"), None, {}),
