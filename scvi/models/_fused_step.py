@@ -16,7 +16,7 @@ hooks, frozen parameters, evaluation or no-grad mode, other devices, counts the 
 does not take) takes the module-by-module path. Mostly-zero inputs go through the encoders' first
 layers with the sparse-input kernels, as in the module path (:mod:`scvi.models._sparse_input`).
 """
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from scvi._compiled import address as _address
 from scvi._compiled import kernels as _kernels
 
 from . import _fused_likelihood as fused_likelihood
-from ._sparse_input import sparse_linear_forward, sparse_linear_weight_grad, structure_for
+from ._sparse_input import SparseStructure, sparse_linear_forward, sparse_linear_weight_grad, structure_for
 from .log_likelihood import LOG_EPS
 
 #: Whether the fused step is used where it applies (tests switch it off to compare both paths).
@@ -153,11 +153,10 @@ def vae_training_loss(vae, x, local_l_mean, local_l_var, batch_index) -> Optiona
         return None
     # the random draws of the module path, in its order: each encoder's dropout mask, then its noise
     draws = []
-    for layers, n_latent in ((z_layers, vae.n_latent), (l_layers, 1)):
-        dropout = layers[2]
-        mask = None if dropout is None else dropout.float32_mask((n, layers[0].out_features))
-        draws += [mask, torch.randn(n, n_latent)]
-    state = _State(vae, z_layers, l_layers, dec_norm, cat, n_cat, count_range, structure)
+    for linear, _, dropout, mean_layer, _ in (z_layers, l_layers):
+        mask = None if dropout is None else dropout.float32_mask((n, linear.out_features))
+        draws += [mask, torch.randn(n, mean_layer.out_features, dtype=torch.float32)]
+    state = _State((z_layers[1], l_layers[1], dec_norm), cat, count_range, structure)
     l_mean = local_l_mean.detach().reshape(n).contiguous()
     l_var = local_l_var.detach().reshape(n).contiguous()
     return _FusedVAEStep.apply(state, counts, encoder_input, l_mean, l_var, *draws, *params)
@@ -177,15 +176,13 @@ def _parameters(vae, z_layers, l_layers, dec_linear, dec_norm) -> List[Optional[
     return params
 
 
-class _State:
-    """What the autograd step needs besides tensors: batch-norm buffers, covariates, sizes."""
+class _State(NamedTuple):
+    """What the autograd step needs besides tensors."""
 
-    def __init__(self, vae, z_layers, l_layers, dec_norm, cat, n_cat, count_range, structure):
-        self.structure = structure  # of the encoder input when mostly zeros, else None
-        self.norms = (z_layers[1], l_layers[1], dec_norm)
-        self.cat, self.n_cat = cat, n_cat
-        self.n_latent = vae.n_latent
-        self.count_range = count_range
+    norms: Tuple[nn.BatchNorm1d, ...]  # batch norms of the z encoder, library encoder and decoder
+    cat: Optional[torch.Tensor]  # batch index of each cell, (n,) int64, or None without batches
+    count_range: Tuple[int, int]  # of the counts, for the likelihood kernel
+    structure: Optional[SparseStructure]  # of the encoder input when mostly zeros, else None
 
 
 def _bn_relu(a: torch.Tensor, norm: nn.BatchNorm1d, gamma, beta, mask) -> Tuple[torch.Tensor, ...]:
