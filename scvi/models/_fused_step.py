@@ -35,8 +35,10 @@ ENABLED = _kernels is not None and hasattr(_kernels, "bn_relu_forward")
 def _hidden_layer(fc_layers, dropout: bool) -> Optional[Tuple[nn.Linear, nn.BatchNorm1d, Optional[nn.Module]]]:
     """``(linear, batch_norm, dropout)`` of an :class:`FCLayers` with one layer of the usual
     form (dropout ``None`` when absent), or ``None``."""
-    from .modules import Dropout, Linear
+    from .modules import Dropout, FCLayers, Linear
 
+    if type(fc_layers) is not FCLayers:
+        return None
     layers = fc_layers.fc_layers
     if len(layers) != 1:
         return None
@@ -71,6 +73,7 @@ def _head(layer) -> bool:
 
 def _plan(vae) -> Optional[list]:
     """The layers of the fused step for ``vae``, or ``None`` when it does not apply."""
+    from .modules import Encoder
     from .vae import VAE
 
     if vae.latent_distribution != "normal" or not vae._fused_loss_applies():
@@ -87,6 +90,8 @@ def _plan(vae) -> Optional[list]:
             return None
     encoders = []
     for encoder in (vae.z_encoder, vae.l_encoder):
+        if type(encoder) is not Encoder:  # a subclass may encode differently
+            return None
         layer = _hidden_layer(encoder.encoder, dropout=True)
         heads = _head(encoder.mean_encoder) and _head(encoder.var_encoder)
         if layer is None or sum(encoder.encoder.n_cat_list) or not heads:

@@ -13,6 +13,7 @@ import torch
 from scvi.dataset import GeneExpressionDataset
 from scvi.inference import UnsupervisedTrainer
 from scvi.models import VAE
+from scvi.models.modules import Encoder
 from scvi.models import _fused_step as fused_step
 from scvi.models._sparse_input import MIN_INPUT_FEATURES
 
@@ -155,6 +156,14 @@ def _fallback_cases():
     def dropout_in_eval_mode(model):
         model.z_encoder.encoder.fc_layers[0][3].eval()
 
+    def custom_encoder(model):
+        class ShiftedEncoder(Encoder):
+            def encode(self, x, *cat_list):
+                return super().encode(x + 1.0, *cat_list)
+
+        encoder = ShiftedEncoder(model.z_encoder.encoder.fc_layers[0][0].in_features, model.n_latent, n_hidden=16)
+        model.z_encoder = encoder
+
     def hooked(model):
         model.decoder.px_decoder.register_forward_hook(lambda *args: None)
 
@@ -163,6 +172,7 @@ def _fallback_cases():
         "frozen parameter": (dict(), frozen, {}),
         "forward hook": (dict(), hooked, {}),
         "dropout in eval mode": (dict(), dropout_in_eval_mode, {}),
+        "encoder subclass": (dict(), custom_encoder, {}),
         "two layers": (dict(n_layers=2), None, {}),
         "logistic normal latent": (dict(latent_distribution="ln"), None, {}),
         "gene-batch dispersion": (dict(dispersion="gene-batch"), None, {}),
