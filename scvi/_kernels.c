@@ -1099,8 +1099,7 @@ static int small_linear(const float *x, int64_t n, int64_t k, const float *w, in
     if (m >= WIDE_OUTPUT) {
         float *wt = malloc((size_t)(w_stride * m) * sizeof(float)); /* W^T: (w_stride, m) */
         if (wt == NULL) return -1;
-        for (int64_t o = 0; o < m; o++)
-            for (int64_t q = 0; q < w_stride; q++) wt[q * m + o] = w[o * w_stride + q];
+        transpose_columns(w, w_stride, wt, m, m, 0, w_stride);
         for (int64_t i = 0; i < n; i++) {
             float *oi = out + i * m;
             const float *first = cat != NULL ? wt + (k + cat[i]) * m : NULL;
@@ -1134,10 +1133,11 @@ MULTIVERSION
 static int small_linear_backward(const float *d_out, int64_t n, int64_t m, const float *x, int64_t k,
                                   const float *w, int64_t w_stride, const int64_t *cat, float *d_w, float *d_bias,
                                   float *d_x, int accumulate) {
-    if (d_bias != NULL) memset(d_bias, 0, (size_t)m * sizeof(float));
-    for (int64_t i = 0; i < n; i++)
-        if (d_bias != NULL)
+    if (d_bias != NULL) {
+        memset(d_bias, 0, (size_t)m * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
             for (int64_t o = 0; o < m; o++) d_bias[o] += d_out[i * m + o];
+    }
     if (m >= WIDE_OUTPUT) {
         /* d_w^T (w_stride, m) = sum_i [x_i, onehot(cat_i)]^T d_out_i, then transposed */
         float *dwt = calloc((size_t)(w_stride * m), sizeof(float));
@@ -1154,8 +1154,7 @@ static int small_linear_backward(const float *d_out, int64_t n, int64_t m, const
                 for (int64_t o = 0; o < m; o++) row[o] += gi[o];
             }
         }
-        for (int64_t o = 0; o < m; o++)
-            for (int64_t q = 0; q < w_stride; q++) d_w[o * w_stride + q] = dwt[q * m + o];
+        transpose_columns(dwt, m, d_w, w_stride, w_stride, 0, m);
         free(dwt);
     } else {
         memset(d_w, 0, (size_t)(m * w_stride) * sizeof(float));
@@ -1173,8 +1172,7 @@ static int small_linear_backward(const float *d_out, int64_t n, int64_t m, const
     if (m >= WIDE_OUTPUT) {
         float *wt = malloc((size_t)(k * m) * sizeof(float)); /* W[:, :k]^T */
         if (wt == NULL) return -1;
-        for (int64_t o = 0; o < m; o++)
-            for (int64_t q = 0; q < k; q++) wt[q * m + o] = w[o * w_stride + q];
+        transpose_columns(w, w_stride, wt, m, m, 0, k);
         for (int64_t i = 0; i < n; i++) {
             const float *gi = d_out + i * m;
             for (int64_t q = 0; q < k; q++) {

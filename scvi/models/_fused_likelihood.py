@@ -222,65 +222,123 @@ class _FusedHiddenNBFamilyLogLik(torch.autograd.Function):
         n_rows, n_genes = counts.shape
         ctx.theta_shape = theta.shape
         hidden = hidden.detach()
-        library_flat = library.detach().reshape(n_rows).contiguous()
-        theta_flat = theta.detach().reshape(n_genes).contiguous()
         scale_weight, dropout_weight = scale_weight.detach(), _detached(dropout_weight)
-        scale_bias, dropout_bias = _contiguous(scale_bias), _contiguous(dropout_bias)
-        logits = torch.mm(hidden, scale_weight.t())
-        pi = None if dropout_weight is None else torch.mm(hidden, dropout_weight.t())
-        row_ll = torch.empty(n_rows, dtype=torch.float32)
         wants_grads = any(ctx.needs_input_grad[1:8])
-        # the derivatives in the logits overwrite the logits (the kernel reads each row first)
-        d_h = logits if wants_grads else None
-        d_pi = pi if wants_grads else None
-        d_library = torch.empty(n_rows, dtype=torch.float32) if wants_grads else None
-        d_theta = torch.empty_like(counts) if wants_grads else None
-        _kernels.nb_family_logits(
-            counts.data_ptr(),
-            logits.data_ptr(),
-            _address(scale_bias),
-            library_flat.data_ptr(),
-            theta_flat.data_ptr(),
-            _address(pi),
-            _address(dropout_bias),
-            row_ll.data_ptr(),
-            _address(d_h),
-            _address(d_library),
-            _address(d_theta),
-            _address(d_pi),
-            *_size_arguments(counts, eps, *count_range),
+        row_ll, derivatives = decoder_log_likelihood(
+            counts,
+            hidden,
+            scale_weight,
+            _contiguous(scale_bias),
+            dropout_weight,
+            _contiguous(dropout_bias),
+            library.detach().reshape(n_rows).contiguous(),
+            theta.detach().reshape(n_genes).contiguous(),
+            eps,
+            count_range,
+            wants_grads,
         )
         if wants_grads:
-            ctx.save_for_backward(hidden, scale_weight, dropout_weight, d_h, d_library, d_theta, d_pi)
+            ctx.save_for_backward(hidden, scale_weight, dropout_weight, *derivatives)
         return row_ll
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, scale_weight, dropout_weight, d_h, d_library, d_theta, d_pi = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        grad = grad.to(torch.float32).contiguous()
-        grad_column = grad.unsqueeze(1)
-        grads = [None] * 11
-        scaled_hidden = hidden * grad_column if needs[2] or needs[4] else None
-        grad_hidden = None
-        # each (n, n_genes) derivative is read by its three products in a row, while in cache
-        for d, weight, weight_index in ((d_h, scale_weight, 2), (d_pi, dropout_weight, 4)):
-            if d is None:
-                continue
-            if needs[weight_index]:
-                grads[weight_index] = torch.mm(d.t(), scaled_hidden)
-            if needs[1]:
-                grad_hidden = torch.mm(d, weight) if grad_hidden is None else grad_hidden.addmm_(d, weight)
-            if needs[weight_index + 1]:
-                grads[weight_index + 1] = torch.mv(d.t(), grad)
-        if needs[1]:
-            grads[1] = grad_hidden.mul_(grad_column)
-        if needs[6]:
-            grads[6] = (grad * d_library).unsqueeze(1)
-        if needs[7]:
-            _, grad_theta, _ = _scale_derivatives(grad, 1, 0, d_h, d_theta, None, False, True, False)
-            grads[7] = grad_theta.view(ctx.theta_shape)
-        return tuple(grads)
+        hidden, scale_weight, dropout_weight, *derivatives = ctx.saved_tensors
+        grads = decoder_log_likelihood_backward(
+            grad.to(torch.float32).contiguous(), hidden, scale_weight, dropout_weight, derivatives,
+            ctx.needs_input_grad[1:8],
+        )  # fmt: skip
+        grad_hidden, grad_scale_weight, grad_scale_bias, grad_dropout_weight, grad_dropout_bias = grads[:5]
+        grad_library, grad_theta = grads[5:]
+        return (
+            None,
+            grad_hidden,
+            grad_scale_weight,
+            grad_scale_bias,
+            grad_dropout_weight,
+            grad_dropout_bias,
+            None if grad_library is None else grad_library.unsqueeze(1),
+            None if grad_theta is None else grad_theta.view(ctx.theta_shape),
+            None,
+            None,
+            None,
+        )
+
+
+def decoder_log_likelihood(
+    counts, hidden, scale_weight, scale_bias, dropout_weight, dropout_bias, library, theta, eps, count_range,
+    wants_grads,
+) -> Tuple[torch.Tensor, tuple]:
+    """Forward pass of :class:`_FusedHiddenNBFamilyLogLik` on detached float32 CPU tensors.
+
+    ``hidden`` ``(n, n_hidden)``, weights ``(n_genes, n_hidden)``, biases ``(n_genes,)`` contiguous
+    (dropout ones ``None`` for the NB), ``library`` ``(n,)`` and ``theta`` ``(n_genes,)`` contiguous.
+
+    Returns
+    -------
+    tuple
+        ``row_ll`` ``(n,)`` and the derivatives ``(d_h, d_library, d_theta, d_pi)`` of each cell's
+        sum for :func:`decoder_log_likelihood_backward` (``None`` each without ``wants_grads``;
+        ``d_pi`` ``None`` for the NB).
+    """
+    n_rows = counts.shape[0]
+    logits = torch.mm(hidden, scale_weight.t())
+    pi = None if dropout_weight is None else torch.mm(hidden, dropout_weight.t())
+    row_ll = torch.empty(n_rows, dtype=torch.float32)
+    # the derivatives in the logits overwrite the logits (the kernel reads each row first)
+    d_h = logits if wants_grads else None
+    d_pi = pi if wants_grads else None
+    d_library = torch.empty(n_rows, dtype=torch.float32) if wants_grads else None
+    d_theta = torch.empty_like(counts) if wants_grads else None
+    _kernels.nb_family_logits(
+        counts.data_ptr(),
+        logits.data_ptr(),
+        _address(scale_bias),
+        library.data_ptr(),
+        theta.data_ptr(),
+        _address(pi),
+        _address(dropout_bias),
+        row_ll.data_ptr(),
+        _address(d_h),
+        _address(d_library),
+        _address(d_theta),
+        _address(d_pi),
+        *_size_arguments(counts, eps, *count_range),
+    )
+    return row_ll, (d_h, d_library, d_theta, d_pi)
+
+
+def decoder_log_likelihood_backward(grad, hidden, scale_weight, dropout_weight, derivatives, needs) -> tuple:
+    """Gradients of :func:`decoder_log_likelihood` from ``grad``, the float32 contiguous gradient of
+    each cell's sum ``(n,)``.
+
+    ``needs``: whether to compute each of the gradients returned, in order: ``hidden``
+    ``(n, n_hidden)``, scale weight, scale bias, dropout weight, dropout bias, ``library`` ``(n,)``
+    and ``theta`` ``(n_genes,)`` (``None`` where not needed, and for the dropout layer of the NB).
+    """
+    d_h, d_library, d_theta, d_pi = derivatives
+    needs_hidden, *needs_layers, needs_library, needs_theta = needs
+    grad_column = grad.unsqueeze(1)
+    layer_grads = [None] * 4
+    scaled_hidden = hidden * grad_column if needs_layers[0] or needs_layers[2] else None
+    grad_hidden = None
+    # each (n, n_genes) derivative is read by its three products in a row, while in cache
+    for d, weight, index in ((d_h, scale_weight, 0), (d_pi, dropout_weight, 2)):
+        if d is None:
+            continue
+        if needs_layers[index]:
+            layer_grads[index] = torch.mm(d.t(), scaled_hidden)
+        if needs_hidden:
+            grad_hidden = torch.mm(d, weight) if grad_hidden is None else grad_hidden.addmm_(d, weight)
+        if needs_layers[index + 1]:
+            layer_grads[index + 1] = torch.mv(d.t(), grad)
+    if needs_hidden:
+        grad_hidden = grad_hidden.mul_(grad_column)
+    grad_library = grad * d_library if needs_library else None
+    grad_theta = None
+    if needs_theta:
+        _, grad_theta, _ = _scale_derivatives(grad, 1, 0, d_h, d_theta, None, False, True, False)
+    return (grad_hidden, *layer_grads, grad_library, grad_theta)
 
 
 def _detached(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -27,6 +27,7 @@ from scvi._compiled import kernels as _kernels
 from . import _fused_likelihood as fused_likelihood
 from ._sparse_input import SparseStructure, sparse_linear_forward, sparse_linear_weight_grad, structure_for
 from .log_likelihood import LOG_EPS
+from .modules import Dropout, Encoder, FCLayers, Linear
 
 #: Whether the fused step is used where it applies (tests switch it off to compare both paths).
 ENABLED = _kernels is not None and hasattr(_kernels, "bn_relu_forward")
@@ -35,8 +36,6 @@ ENABLED = _kernels is not None and hasattr(_kernels, "bn_relu_forward")
 def _hidden_layer(fc_layers, dropout: bool) -> Optional[Tuple[nn.Linear, nn.BatchNorm1d, Optional[nn.Module]]]:
     """``(linear, batch_norm, dropout)`` of an :class:`FCLayers` with one layer of the usual
     form (dropout ``None`` when absent), or ``None``."""
-    from .modules import Dropout, FCLayers, Linear
-
     if type(fc_layers) is not FCLayers:
         return None
     layers = fc_layers.fc_layers
@@ -73,7 +72,6 @@ def _head(layer) -> bool:
 
 def _plan(vae) -> Optional[list]:
     """The layers of the fused step for ``vae``, or ``None`` when it does not apply."""
-    from .modules import Encoder
     from .vae import VAE
 
     if vae.latent_distribution != "normal" or not vae._fused_loss_applies():
@@ -142,20 +140,20 @@ def vae_training_loss(vae, x, local_l_mean, local_l_var, batch_index) -> Optiona
         if batch_index is None or batch_index.numel() != n or batch_index.is_floating_point():
             return None
         cat = batch_index.reshape(n).to(torch.int64).contiguous()
-        if int(cat.min()) < 0 or int(cat.max()) >= n_cat:
-            low, high = int(cat.min()), int(cat.max())
+        low, high = int(cat.min()), int(cat.max())
+        if low < 0 or high >= n_cat:
             raise ValueError(f"batch indices must be in [0, {n_cat}); got values in [{low}, {high}]")
     params = _parameters(vae, z_layers, l_layers, dec_linear, dec_norm)
     params_given = [p for p in params if p is not None]
     if not all(p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu" for p in params_given):
         return None
     counts = x.contiguous()
-    encoder_input = torch.log1p(counts) if vae.log_variational else counts
-    # mostly zeros: the first layers sum weight rows over the non-zeros (scvi.models._sparse_input)
-    structure = structure_for(encoder_input, z_layers[0].weight, z_layers[0].bias)
     count_range = fused_likelihood._count_range(counts)
     if count_range is None:
         return None
+    encoder_input = torch.log1p(counts) if vae.log_variational else counts
+    # mostly zeros: the first layers sum weight rows over the non-zeros (scvi.models._sparse_input)
+    structure = structure_for(encoder_input, z_layers[0].weight, z_layers[0].bias)
     # the random draws of the module path, in its order: each encoder's dropout mask, then its noise
     draws = []
     for linear, _, dropout, mean_layer, _ in (z_layers, l_layers):
@@ -275,21 +273,14 @@ class _FusedVAEStep(torch.autograd.Function):
         dec_a = _small_linear(z, dec_weight, dec_bias, state.cat)
         hidden, dec_mean, dec_invstd = _bn_relu(dec_a, state.norms[2], dec_gamma, dec_beta, None)
         theta = torch.exp(px_r)
-        logits = torch.mm(hidden, scale_weight.t())
-        pi = None if drop_weight is None else torch.mm(hidden, drop_weight.t())
-        row_ll, d_library = torch.empty(n, dtype=torch.float32), torch.empty(n, dtype=torch.float32)
-        d_theta = torch.empty_like(counts)
-        # the derivatives in the logits overwrite the logits (the kernel reads each row first)
-        _kernels.nb_family_logits(
-            counts.data_ptr(), logits.data_ptr(), scale_bias.data_ptr(), library.data_ptr(), theta.data_ptr(),
-            _address(pi), _address(drop_bias), row_ll.data_ptr(), logits.data_ptr(), d_library.data_ptr(),
-            d_theta.data_ptr(), _address(pi),
-            *fused_likelihood._size_arguments(counts, LOG_EPS, *state.count_range),
+        row_ll, derivatives = fused_likelihood.decoder_log_likelihood(
+            counts, hidden, scale_weight, scale_bias, drop_weight, drop_bias, library.view(n), theta, LOG_EPS,
+            state.count_range, True,
         )  # fmt: skip
         ctx.state = state
         ctx.save_for_backward(
             encoder_input, l_mean, l_var, z_mask, z_noise, l_mask, l_noise, *saved, z, dec_a, hidden, dec_mean,
-            dec_invstd, logits, pi, d_library, d_theta, theta, *params,
+            dec_invstd, *derivatives, theta, *params,
         )  # fmt: skip
         return kls[1] - row_ll, kls[0]
 
@@ -298,27 +289,19 @@ class _FusedVAEStep(torch.autograd.Function):
         state = ctx.state
         (encoder_input, l_mean, l_var, z_mask, z_noise, l_mask, l_noise, *rest) = ctx.saved_tensors
         saved, rest = rest[:12], rest[12:]
-        z, dec_a, hidden, dec_mean, dec_invstd, d_h, d_pi, d_library, d_theta, theta = rest[:10]
+        z, dec_a, hidden, dec_mean, dec_invstd, *derivatives, theta = rest[:10]
         params = rest[10:]
         grads: List[Optional[torch.Tensor]] = [None] * 25
         grad_reconst = grad_reconst.to(torch.float32).contiguous()
         grad_kl_z = grad_kl_z.to(torch.float32).contiguous()
-        c = -grad_reconst  # gradient of each cell's log-likelihood
-        c_column = c.unsqueeze(1)
         dec_weight, _, dec_gamma, _, scale_weight, _, drop_weight, _, _ = params[16:]
-        # decoder's last layers and likelihood (as _FusedHiddenNBFamilyLogLik.backward)
-        scaled_hidden = hidden * c_column
-        grads[20] = torch.mm(d_h.t(), scaled_hidden)
-        grad_hidden = torch.mm(d_h, scale_weight)
-        grads[21] = torch.mv(d_h.t(), c)
-        if d_pi is not None:
-            grads[22] = torch.mm(d_pi.t(), scaled_hidden)
-            grad_hidden.addmm_(d_pi, drop_weight)
-            grads[23] = torch.mv(d_pi.t(), c)
-        grad_hidden.mul_(c_column)
-        _, grad_theta, _ = fused_likelihood._scale_derivatives(c, 1, 0, d_h, d_theta, None, False, True, False)
+        # decoder's last layers and likelihood, from the gradient of each cell's log-likelihood
+        needs = (True, True, True, drop_weight is not None, drop_weight is not None, True, True)
+        grad_hidden, *layer_grads, grad_library, grad_theta = fused_likelihood.decoder_log_likelihood_backward(
+            -grad_reconst, hidden, scale_weight, drop_weight, derivatives, needs
+        )
+        grads[20:24] = layer_grads
         grads[24] = grad_theta.mul_(theta).view(theta.shape)
-        grad_library = c * d_library
         # decoder's hidden layer
         d_dec_a, grads[18], grads[19] = _bn_relu_backward(
             grad_hidden, hidden, None, dec_a, dec_gamma, dec_mean, dec_invstd

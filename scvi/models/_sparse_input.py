@@ -42,6 +42,11 @@ class SparseStructure(NamedTuple):
     row_indices: torch.Tensor
     col_values: torch.Tensor
 
+    @property
+    def shape(self) -> tuple:
+        """``(n_rows, n_cols)`` of the matrix."""
+        return self.indptr.shape[0] - 1, self.col_ptr.shape[0] - 1
+
 
 def _build_structure(x: torch.Tensor) -> Optional[SparseStructure]:
     n_rows, n_cols = x.shape
@@ -113,7 +118,7 @@ def sparse_linear_forward(
     structure: SparseStructure, weight: torch.Tensor, bias: Optional[torch.Tensor]
 ) -> torch.Tensor:
     """``x @ weight^T + bias`` for the ``x`` of ``structure`` (shape ``(n, n_out)``)."""
-    n_rows, n_in = structure.indptr.shape[0] - 1, structure.col_ptr.shape[0] - 1
+    n_rows, n_in = structure.shape
     n_out = weight.shape[0]
     weight_rows = weight.detach().contiguous()
     bias_values = None if bias is None else bias.detach().contiguous()
@@ -136,7 +141,7 @@ def sparse_linear_forward(
 
 def sparse_linear_weight_grad(structure: SparseStructure, grad_out: torch.Tensor) -> torch.Tensor:
     """``grad_out^T @ x`` for the ``x`` of ``structure`` (shape ``(n_out, n_in)``)."""
-    n_rows, n_in = structure.indptr.shape[0] - 1, structure.col_ptr.shape[0] - 1
+    n_rows, n_in = structure.shape
     n_out = grad_out.shape[1]
     grad_out = grad_out.to(torch.float32).contiguous()
     grad_weight = torch.empty(n_out, n_in, dtype=torch.float32)
